@@ -1,0 +1,149 @@
+"""`profiler build`: validate inputs, run each study in its own process, store, render, publish."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from profiler.config import Settings
+from profiler.corpus import DEFAULT_CORPUS, load_corpus
+from profiler.errors import ProfilerError
+from profiler.measure.stats import summarize
+from profiler.model import ModelSource, pick_device, resolve_model
+from profiler.scalene import EventHandler, run_study
+from profiler.storage import gzip_file, point_latest, read_json, write_json
+from profiler.studies import STUDIES
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The folders a build reads and writes, relative to the project root."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        """Results: runs/, latest, the default corpus."""
+        return self.root / "data"
+
+    @property
+    def runs(self) -> Path:
+        """One folder per complete run."""
+        return self.data / "runs"
+
+    def check(self) -> None:
+        """Refuse to start where there is no project to build into."""
+        for needed in ("mkdocs.yml", "templates", "docs"):
+            if not (self.root / needed).exists():
+                raise ProfilerError(f"{self.root / needed} not found: run profiler from the "
+                                    "project folder (the one with mkdocs.yml)")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated build: everything checked before any result is written."""
+
+    settings: Settings
+    source: ModelSource
+    device: str
+    corpus_path: Path
+    texts: list[str]
+
+    @property
+    def studies(self) -> list[str]:
+        """The studies to run, in registry order."""
+        return [name for name in STUDIES if not self.settings.studies or
+                name in self.settings.studies]
+
+
+def plan_build(settings: Settings, workspace: Workspace) -> Plan:
+    """Check the workspace, corpus, model and device; raise ProfilerError on the first problem."""
+    workspace.check()
+    corpus = Path(settings.corpus) if settings.corpus else workspace.root / DEFAULT_CORPUS
+    texts = load_corpus(corpus)
+    source = resolve_model(settings.model)
+    return Plan(settings, source, pick_device(settings.device), corpus.resolve(), texts)
+
+
+def run_build(plan: Plan, workspace: Workspace, on_event: EventHandler) -> Path:
+    """Run every study into a staging folder, then publish it as data/runs/<id> and data/latest."""
+    run_id = new_run_id(workspace.runs)
+    staging = workspace.runs / ".incomplete" / run_id
+    staging.mkdir(parents=True)
+    write_json(staging / "config.json", _config_payload(plan, run_id))
+    from profiler.measure.system import system_info
+
+    write_json(staging / "system.json", system_info(plan.device))
+    for study in plan.studies:
+        on_event({"event": "study", "study": study, "title": STUDIES[study].TITLE})
+        _run_one(staging, study, plan.settings.scalene, on_event)
+    write_json(staging / "summary.json", summarize_run(staging, plan.studies))
+    final = workspace.runs / run_id
+    os.replace(staging, final)
+    point_latest(workspace.data, final)
+    return final
+
+
+def new_run_id(runs: Path) -> str:
+    """Return a sortable UTC timestamp id not yet used under `runs`."""
+    base = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_id, n = base, 1
+    while (runs / run_id).exists() or (runs / ".incomplete" / run_id).exists():
+        n += 1
+        run_id = f"{base}-{n}"
+    return run_id
+
+
+def _run_one(staging: Path, study: str, use_scalene: bool, on_event: EventHandler) -> None:
+    try:
+        outcome = run_study(staging, study, use_scalene, on_event)
+    except RuntimeError as exc:
+        raise ProfilerError(f"study {study} failed ({exc}); log: "
+                            f"{staging / 'logs' / (study + '.log')}") from None
+    partial = staging / f"{study}.partial.json"
+    payload = read_json(partial)
+    payload.pop("schema_version")
+    if outcome.profile:
+        raw = staging / outcome.profile
+        gzip_file(raw, raw.with_suffix(".json.gz"))
+        raw.unlink()
+        outcome = type(outcome)(outcome.status, outcome.reason, outcome.profile + ".gz")
+    write_json(staging / f"{study}.json", {**payload, "scalene": outcome.to_dict()})
+    partial.unlink()
+
+
+def _config_payload(plan: Plan, run_id: str) -> dict[str, Any]:
+    lengths = summarize([float(len(t)) for t in plan.texts])
+    return {
+        "run_id": run_id,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": plan.settings.to_dict(),
+        "model_source": plan.source.__dict__,
+        "device": plan.device,
+        "corpus_path": str(plan.corpus_path),
+        "corpus": {"texts": len(plan.texts), "chars_min": lengths.min,
+                   "chars_median": lengths.median, "chars_max": lengths.max},
+        "studies": plan.studies,
+    }
+
+
+def summarize_run(run_dir: Path, studies: list[str]) -> dict[str, Any]:
+    """Collect each study's headline figures into summary.json's payload."""
+    config = read_json(run_dir / "config.json")
+    results = {name: read_json(run_dir / f"{name}.json") for name in studies}
+    model = next(iter(results.values()))["model"] if results else None
+    return {
+        "run_id": config["run_id"], "created": config["created"], "complete": True,
+        "model": model, "device": config["device"], "corpus": config["corpus"],
+        "studies": {name: STUDIES[name].headline(r["result"]) for name, r in results.items()},
+        "scalene": {name: r["scalene"]["status"] for name, r in results.items()},
+    }
+
+
+def discard_incomplete(workspace: Workspace) -> None:
+    """Remove staging folders left by interrupted runs (never a complete run)."""
+    shutil.rmtree(workspace.runs / ".incomplete", ignore_errors=True)

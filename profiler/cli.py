@@ -1,0 +1,101 @@
+"""The `profiler` command: thin click commands over build, render and publish functions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from profiler.config import DEVICES
+from profiler.errors import ProfilerError
+
+
+@click.group()
+@click.version_option(package_name="embedding-profiler")
+def cli() -> None:
+    """Profile a sentence-transformers model and publish the evidence as a static site."""
+
+
+@cli.command()
+@click.option("--model", help="Hub id or local model directory [default: all-MiniLM-L6-v2].")
+@click.option("--device", type=click.Choice(DEVICES), help="Device [default: auto].")
+@click.option("--corpus", help="Texts to embed: .txt (a line each), .jsonl or .csv ('text').")
+@click.option("--batch-sizes", help="Comma-separated batch sizes [default: 8,16,32,64,128,256].")
+@click.option("--study", "studies", multiple=True, help="Run only this study (repeatable).")
+@click.option("--quick", is_flag=True, default=None, help="Fewer repeats: a fast, noisier run.")
+@click.option("--no-scalene", "no_scalene", is_flag=True, help="Run the studies unprofiled.")
+@click.option("--no-site", is_flag=True, help="Write results and pages but skip mkdocs build.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              help="Settings file [default: profiler.toml or [tool.profiler] in pyproject].")
+def build(model: str | None, device: str | None, corpus: str | None, batch_sizes: str | None,
+          studies: tuple[str, ...], quick: bool | None, no_scalene: bool, no_site: bool,
+          config_file: Path | None) -> None:
+    """Run every study, store the results in data/, render the pages and build the site."""
+    from profiler.build import Workspace, plan_build, run_build
+    from profiler.config import load_settings
+    from profiler.display import ProgressDisplay
+
+    cli_values: dict[str, Any] = {
+        "model": model, "device": device, "corpus": corpus, "quick": quick,
+        "batch_sizes": parse_int_list(batch_sizes) if batch_sizes else None,
+        "studies": list(studies) or None, "scalene": False if no_scalene else None}
+    workspace = Workspace(Path.cwd())
+    plan = plan_build(load_settings(cli_values, workspace.root, config_file), workspace)
+    with ProgressDisplay() as display:
+        run_dir = run_build(plan, workspace, display.on_event)
+    _publish(workspace.root, run_dir, build_site=not no_site, console=display.console)
+
+
+@cli.command()
+@click.option("--run", "run_id", help="Run id under data/runs [default: data/latest].")
+@click.option("--no-site", is_flag=True, help="Write the pages but skip mkdocs build.")
+def render(run_id: str | None, no_site: bool) -> None:
+    """Rebuild pages and site from existing results, without running any study."""
+    from profiler.report.render import find_run
+
+    root = Path.cwd()
+    _publish(root, find_run(root / "data", run_id), build_site=not no_site, console=None)
+
+
+def _publish(root: Path, run_dir: Path, build_site: bool, console: Any) -> None:
+    from rich.console import Console
+
+    from profiler.display import print_summary
+    from profiler.report.render import render_pages
+    from profiler.report.site import build_site as mkdocs_build
+    from profiler.storage import read_json
+
+    render_pages(root, run_dir)
+    site = mkdocs_build(root) if build_site else None
+    print_summary(console or Console(stderr=True), read_json(run_dir / "summary.json"), site)
+
+
+def parse_int_list(text: str) -> list[Any]:
+    """Split '8,16,32' into integers; leave anything else for validation to reject by name."""
+    values: list[Any] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            values.append(int(part))
+        except ValueError:
+            raise ProfilerError(f"batch size must be a positive integer, got {part!r}") from None
+    return values
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit."""
+    try:
+        cli.main(standalone_mode=False)
+    except ProfilerError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except click.UsageError as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

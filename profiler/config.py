@@ -1,0 +1,152 @@
+"""Settings: CLI flags > profiler.toml or [tool.profiler] > defaults, validated on creation."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from profiler.errors import ProfilerError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DEFAULT_BATCH_SIZES = (8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long each configuration is measured."""
+
+    warmup_repeats: int = 2
+    min_time_s: float = 3.0
+    min_repeats: int = 5
+    max_repeats: int = 50
+    texts_per_repeat: int = 256
+    overhead_rounds: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("warmup_repeats", "min_repeats", "max_repeats", "texts_per_repeat",
+                     "overhead_rounds"):
+            _require_int(f"timing.{name}", getattr(self, name), minimum=0 if name ==
+                         "warmup_repeats" else 1)
+        if not isinstance(self.min_time_s, (int, float)) or self.min_time_s < 0:
+            raise ProfilerError(f"timing.min_time_s must be a number >= 0, got {self.min_time_s!r}")
+        if self.max_repeats < self.min_repeats:
+            raise ProfilerError("timing.max_repeats must be at least timing.min_repeats")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a build needs to know; saved with every run."""
+
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    corpus: str | None = None
+    studies: tuple[str, ...] = ()
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    scalene: bool = True
+    quick: bool = False
+    recommend_within: float = 0.05
+    timing: Timing = field(default_factory=Timing)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ProfilerError("model must be a hub id or a model directory")
+        if self.device not in DEVICES:
+            raise ProfilerError(f"unknown device {self.device!r}; choose one of "
+                                f"{', '.join(DEVICES)}")
+        if not self.batch_sizes:
+            raise ProfilerError("batch_sizes must list at least one batch size")
+        for size in self.batch_sizes:
+            _require_int("batch size", size, minimum=1)
+        if not 0 <= self.recommend_within < 1:
+            raise ProfilerError("recommend_within must be in [0, 1)")
+        _check_studies(self.studies)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as plain JSON-ready data."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
+        """Build settings from plain data, e.g. a saved run's config.json."""
+        data = dict(data)
+        _reject_unknown(data, {f.name for f in dataclasses.fields(cls)} | {"schema_version"})
+        data.pop("schema_version", None)
+        timing = data.pop("timing", {})
+        if not isinstance(timing, dict):
+            raise ProfilerError("timing must be a table of settings")
+        _reject_unknown(timing, {f.name for f in dataclasses.fields(Timing)}, "timing.")
+        for key in ("studies", "batch_sizes"):
+            if key in data:
+                data[key] = tuple(_as_list(key, data[key]))
+        return cls(**data, timing=Timing(**timing))
+
+
+def load_settings(cli: dict[str, Any], root: Path, config_file: Path | None = None) -> Settings:
+    """Merge defaults, the config file and CLI flags (highest wins) into validated settings."""
+    merged = read_config_file(config_file, root)
+    merged.update({key: value for key, value in cli.items() if value is not None})
+    if merged.get("quick"):
+        merged["timing"] = dataclasses.asdict(QUICK_TIMING)
+    return Settings.from_dict(merged)
+
+
+def read_config_file(path: Path | None, root: Path) -> dict[str, Any]:
+    """Read profiler.toml, or [tool.profiler] in pyproject.toml, or the file given."""
+    if path is not None:
+        return _read_table(path, tool_table=path.name == "pyproject.toml")
+    if (root / "profiler.toml").is_file():
+        return _read_table(root / "profiler.toml", tool_table=False)
+    if (root / "pyproject.toml").is_file():
+        return _read_table(root / "pyproject.toml", tool_table=True)
+    return {}
+
+
+def _read_table(path: Path, tool_table: bool) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProfilerError(f"config file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ProfilerError(f"config file {path} is not valid TOML: {exc}") from None
+    if tool_table:
+        data = data.get("tool", {}).get("profiler", {})
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def _as_list(name: str, value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise ProfilerError(f"{name} must be a list, got {value!r}")
+
+
+def _require_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ProfilerError(f"{name} must be {kind}, got {value!r}")
+
+
+def _reject_unknown(data: dict[str, Any], known: set[str], prefix: str = "") -> None:
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ProfilerError(f"unknown setting {prefix}{unknown[0]!r}")
+
+
+def _check_studies(studies: tuple[str, ...]) -> None:
+    from profiler.studies import STUDIES
+
+    for name in studies:
+        if name not in STUDIES:
+            raise ProfilerError(f"unknown study {name!r}; choose from {', '.join(STUDIES)}")
+
+
+QUICK_TIMING = Timing(warmup_repeats=1, min_time_s=0.75, min_repeats=3, max_repeats=10,
+                      texts_per_repeat=256, overhead_rounds=2)

@@ -1,0 +1,1 @@
+"""Measurement primitives: statistics, timers, memory sampling, system information."""

@@ -1,0 +1,43 @@
+"""Summary statistics whose field list is the JSON schema; raw samples are kept."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Summary of repeated samples of one quantity."""
+
+    n: int
+    median: float
+    mean: float
+    min: float
+    max: float
+    stdev: float
+    cv: float
+    p50: float
+    p95: float
+    p99: float
+    samples: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the statistics as plain data."""
+        return asdict(self)
+
+
+def summarize(samples: list[float]) -> Stats:
+    """Summarize samples; the coefficient of variation is stdev / mean (0 for one sample)."""
+    if not samples:
+        raise ValueError("no samples to summarize")
+    values = np.asarray(samples, dtype=float)
+    mean = float(values.mean())
+    stdev = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    p50, p95, p99 = (float(x) for x in np.percentile(values, [50, 95, 99]))
+    return Stats(n=len(values), median=float(np.median(values)), mean=mean,
+                 min=float(values.min()), max=float(values.max()), stdev=stdev,
+                 cv=stdev / mean if mean else 0.0, p50=p50, p95=p95, p99=p99,
+                 samples=[float(x) for x in values])

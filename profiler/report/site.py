@@ -1,0 +1,39 @@
+"""Build the static site with mkdocs, and ship the chart JavaScript with it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from profiler.errors import ProfilerError
+
+BUNDLE = Path("docs") / "assets" / "javascripts" / "vega-bundle.js"
+
+
+def ensure_vega_bundle(root: Path) -> Path:
+    """Write Vega, Vega-Lite and vega-embed as one local script, so charts work offline."""
+    import altair as alt
+    import vl_convert as vlc
+
+    target = root / BUNDLE
+    version = f"// vega-lite {alt.SCHEMA_VERSION}\n"
+    if target.is_file() and target.read_text(encoding="utf-8")[:len(version)] == version:
+        return target
+    major_minor = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(version + vlc.javascript_bundle(vl_version=major_minor), encoding="utf-8")
+    return target
+
+
+def build_site(root: Path) -> Path:
+    """Run `mkdocs build --strict` into site/; raise ProfilerError with mkdocs' complaint."""
+    ensure_vega_bundle(root)
+    site = root / "site"
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
+                           str(site)], cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = [ln for ln in done.stderr.splitlines() if "WARNING" in ln or "Error" in ln]
+        raise ProfilerError("mkdocs build failed: " + (lines[-1] if lines else
+                                                        done.stderr.strip()[-200:]))
+    return site

@@ -1,0 +1,88 @@
+"""Run a study in its own process under Scalene, falling back to a plain process if Scalene fails."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from profiler.studies.base import EVENT_PREFIX
+
+WORKER = Path(__file__).with_name("worker.py")
+# Profile the model stack and this package; everything else (Python's own threading, Scalene)
+# stays out of the attribution.
+PROFILED = ("sentence_transformers", "transformers", "tokenizers", "torch")
+
+EventHandler = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class ScaleneOutcome:
+    """Whether a study was profiled, and where its profile is."""
+
+    status: str  # profiled | disabled | unavailable | failed
+    reason: str | None = None
+    profile: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the outcome as plain data."""
+        return asdict(self)
+
+
+def scalene_command(run_dir: Path, study: str, outfile: Path) -> list[str]:
+    """Build the `scalene run` command: profiling off at start, the study switches it on."""
+    only = ",".join([*PROFILED, str(WORKER.parent) + "/"])
+    return [sys.executable, "-m", "scalene", "run", "--off", "--memory", "--profile-all",
+            "--profile-only", only, "-o", str(outfile), str(WORKER), "---", str(run_dir), study,
+            "--under-scalene"]
+
+
+def run_study(run_dir: Path, study: str, use_scalene: bool, on_event: EventHandler) -> ScaleneOutcome:
+    """Run `study` in a child process; return how Scalene went. Raises RuntimeError on failure."""
+    log = run_dir / "logs" / f"{study}.log"
+    if not use_scalene:
+        _run([sys.executable, str(WORKER), str(run_dir), study], log, on_event)
+        return ScaleneOutcome("disabled", "profiling switched off with --no-scalene")
+    if importlib.util.find_spec("scalene") is None:
+        _run([sys.executable, str(WORKER), str(run_dir), study], log, on_event)
+        return ScaleneOutcome("unavailable", "Scalene is not installed")
+    outfile = run_dir / "scalene" / f"{study}.json"
+    outfile.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _run(scalene_command(run_dir, study, outfile), log, on_event)
+    except RuntimeError as exc:
+        _run([sys.executable, str(WORKER), str(run_dir), study], log, on_event)
+        return ScaleneOutcome("failed", f"Scalene failed ({exc}); the study ran unprofiled")
+    if not outfile.is_file():
+        return ScaleneOutcome("failed", "Scalene wrote no profile")
+    return ScaleneOutcome("profiled", profile=str(outfile.relative_to(run_dir)))
+
+
+def _run(command: list[str], log: Path, on_event: EventHandler) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as sink:
+        sink.write("$ " + " ".join(command) + "\n")
+        sink.flush()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=sink, text=True,
+                                   bufsize=1)
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith(EVENT_PREFIX):
+                on_event(json.loads(line[len(EVENT_PREFIX):]))
+            else:
+                sink.write(line)
+        code = process.wait()
+    if code != 0:
+        raise RuntimeError(f"exit code {code}: {last_error(log)}")
+
+
+def last_error(log: Path) -> str:
+    """Return the last non-empty line of a log: usually the exception that ended the process."""
+    lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace")
+             .splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "no output"

@@ -1,0 +1,8 @@
+"""The registry of studies: adding a study is adding a module and a line here."""
+
+from __future__ import annotations
+
+from profiler.studies.base import Study
+from profiler.studies.batch_size import BatchSizeStudy
+
+STUDIES: dict[str, type[Study]] = {study.NAME: study for study in (BatchSizeStudy,)}

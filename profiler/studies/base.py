@@ -1,0 +1,78 @@
+"""What every study shares: its context (model, texts, settings) and the Study base class."""
+
+from __future__ import annotations
+
+import json
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from profiler.config import Settings
+from profiler.model import ModelInfo
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+EVENT_PREFIX = "@@profiler "
+
+
+def emit(event: str, **fields: Any) -> None:
+    """Tell the parent process how far the study is (one JSON line on stdout)."""
+    sys.stdout.write(EVENT_PREFIX + json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+@dataclass
+class Profiling:
+    """Switches Scalene's profiling on for a block when the study runs under Scalene."""
+
+    under_scalene: bool = False
+
+    @contextmanager
+    def on(self) -> Iterator[None]:
+        """Profile the block under Scalene; a no-op when not under Scalene."""
+        if not self.under_scalene:
+            yield
+            return
+        from scalene import scalene_profiler
+
+        scalene_profiler.start()
+        try:
+            yield
+        finally:
+            scalene_profiler.stop()
+
+
+@dataclass
+class StudyContext:
+    """Everything a study may use; built once per study process."""
+
+    model: SentenceTransformer
+    info: ModelInfo
+    texts: list[str]
+    settings: Settings
+    profiling: Profiling = field(default_factory=Profiling)
+
+    @property
+    def device(self) -> str:
+        """The device the model runs on."""
+        return self.info.device
+
+
+class Study(ABC):
+    """A study measures one axis of the model's behaviour and returns JSON-ready results."""
+
+    NAME: ClassVar[str]
+    TITLE: ClassVar[str]
+
+    @abstractmethod
+    def run(self, ctx: StudyContext) -> dict[str, Any]:
+        """Measure, and return the study's results (raw samples included)."""
+
+    @staticmethod
+    @abstractmethod
+    def headline(result: dict[str, Any]) -> dict[str, Any]:
+        """Pick the figures that belong in summary.json from this study's results."""
