@@ -39,7 +39,7 @@ def build(model: str | None, device: str | None, corpus: str | None, batch_sizes
 
     cli_values: dict[str, Any] = {
         "model": model, "device": device, "corpus": corpus, "quick": quick,
-        "batch_sizes": parse_int_list(batch_sizes) if batch_sizes else None,
+        "batch_sizes": parse_int_list(batch_sizes) if batch_sizes is not None else None,
         "studies": list(studies) or None, "scalene": False if no_scalene else None}
     workspace = Workspace(Path.cwd())
     plan = plan_build(load_settings(cli_values, workspace.root, config_file), workspace)

@@ -36,7 +36,7 @@ class Timing:
                      "overhead_rounds"):
             _require_int(f"timing.{name}", getattr(self, name), minimum=0 if name ==
                          "warmup_repeats" else 1)
-        if not isinstance(self.min_time_s, (int, float)) or self.min_time_s < 0:
+        if not _is_number(self.min_time_s) or self.min_time_s < 0:
             raise ProfilerError(f"timing.min_time_s must be a number >= 0, got {self.min_time_s!r}")
         if self.max_repeats < self.min_repeats:
             raise ProfilerError("timing.max_repeats must be at least timing.min_repeats")
@@ -62,11 +62,15 @@ class Settings:
         if self.device not in DEVICES:
             raise ProfilerError(f"unknown device {self.device!r}; choose one of "
                                 f"{', '.join(DEVICES)}")
+        if self.corpus is not None and not isinstance(self.corpus, str):
+            raise ProfilerError(f"corpus must be a file path, got {self.corpus!r}")
         if not self.batch_sizes:
             raise ProfilerError("batch_sizes must list at least one batch size")
         for size in self.batch_sizes:
             _require_int("batch size", size, minimum=1)
-        if not 0 <= self.recommend_within < 1:
+        if len(set(self.batch_sizes)) != len(self.batch_sizes):
+            raise ProfilerError(f"batch sizes must not repeat, got {list(self.batch_sizes)}")
+        if not _is_number(self.recommend_within) or not 0 <= self.recommend_within < 1:
             raise ProfilerError("recommend_within must be in [0, 1)")
         _check_studies(self.studies)
 
@@ -95,6 +99,7 @@ def load_settings(cli: dict[str, Any], root: Path, config_file: Path | None = No
     merged = read_config_file(config_file, root)
     merged.update({key: value for key, value in cli.items() if value is not None})
     if merged.get("quick"):
+        Settings.from_dict(merged)  # the file's own [timing] must still be valid
         merged["timing"] = dataclasses.asdict(QUICK_TIMING)
     return Settings.from_dict(merged)
 
@@ -115,17 +120,29 @@ def _read_table(path: Path, tool_table: bool) -> dict[str, Any]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ProfilerError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ProfilerError(f"cannot read config file {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ProfilerError(f"config file {path} is not valid TOML: {exc}") from None
     if tool_table:
         data = data.get("tool", {}).get("profiler", {})
-    return {key.replace("-", "_"): value for key, value in data.items()}
+    return _underscored(data)
+
+
+def _underscored(table: dict[str, Any]) -> dict[str, Any]:
+    """Accept kebab-case keys (`batch-sizes`) as well as snake_case, in nested tables too."""
+    return {key.replace("-", "_"): _underscored(value) if isinstance(value, dict) else value
+            for key, value in table.items()}
 
 
 def _as_list(name: str, value: Any) -> list[Any]:
     if isinstance(value, (list, tuple)):
         return list(value)
     raise ProfilerError(f"{name} must be a list, got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _require_int(name: str, value: Any, minimum: int) -> None:
@@ -149,4 +166,4 @@ def _check_studies(studies: tuple[str, ...]) -> None:
 
 
 QUICK_TIMING = Timing(warmup_repeats=1, min_time_s=0.75, min_repeats=3, max_repeats=10,
-                      texts_per_repeat=256, overhead_rounds=2)
+                      texts_per_repeat=128, overhead_rounds=2)

@@ -49,8 +49,10 @@ def read_json(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ProfilerError(f"{path} does not exist") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProfilerError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProfilerError(f"{path} is not a JSON object")
     version = data.get("schema_version")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise ProfilerError(f"{path} has schema_version {version!r}; this profiler reads up to "

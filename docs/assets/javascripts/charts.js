@@ -5,6 +5,7 @@ function drawCharts() {
     if (el.dataset.drawn) return;
     el.dataset.drawn = "1";
     window.vegaEmbed(el, JSON.parse(el.dataset.spec), { actions: { export: true, source: false, compiled: false, editor: false } })
+      .then(function () { el.dataset.rendered = "1"; })
       .catch(function (err) {
         el.textContent = "Chart failed to draw: " + err;
         el.classList.add("vega-error");

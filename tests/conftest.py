@@ -1,0 +1,96 @@
+"""Shared fixtures: a tiny random sentence-transformers model and a throwaway project folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+WORDS = ("the a of in to and is was by for on river city law rate rose fell claim said "
+         "percent year country minister price water report new old").split()
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def build_tiny_model(target: Path) -> Path:
+    """Save a random BERT (hidden size 32, 2 layers, tiny vocabulary) as a sentence-transformers dir."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    hf_dir = target.parent / (target.name + "-hf")
+    hf_dir.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS,
+             *"abcdefghijklmnopqrstuvwxyz0123456789.,", *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789")]
+    (hf_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(hf_dir / "vocab.txt"), model_max_length=64)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(hf_dir)
+    tokenizer.save_pretrained(hf_dir)
+    transformer, pooling = _modules(hf_dir)
+    SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(target))
+    shutil.rmtree(hf_dir)
+    return target
+
+
+def _modules(hf_dir: Path) -> tuple[object, object]:
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:
+        from sentence_transformers.models import Pooling, Transformer
+    transformer = Transformer(str(hf_dir), max_seq_length=64)
+    return transformer, Pooling(32, "mean")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random model directory, built once per test session."""
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the project's site sources and default corpus; the current folder for the test."""
+    for name in ("templates", "docs"):
+        shutil.copytree(REPO / name, tmp_path / name,
+                        ignore=shutil.ignore_patterns("report", "index.md", "vega-bundle.js"))
+    shutil.copy2(REPO / "mkdocs.yml", tmp_path / "mkdocs.yml")
+    (tmp_path / "data").mkdir()
+    shutil.copy2(REPO / "data" / "corpus.txt", tmp_path / "data" / "corpus.txt")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def vega_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The vega-embed bundle, generated once and copied into each project that builds a site."""
+    from profiler.report.site import ensure_vega_bundle
+
+    return ensure_vega_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+TINY_SETTINGS = """
+batch_sizes = [2, 4, 8]
+[timing]
+warmup_repeats = 1
+min_time_s = 0.0
+min_repeats = 3
+max_repeats = 3
+texts_per_repeat = 16
+overhead_rounds = 2
+"""
+
+
+@pytest.fixture
+def tiny_project(project: Path, vega_bundle: Path) -> Path:
+    """A project configured for a seconds-long build on the tiny model."""
+    (project / "profiler.toml").write_text(TINY_SETTINGS, encoding="utf-8")
+    shutil.copy2(vega_bundle, project / "docs" / "assets" / "javascripts" / "vega-bundle.js")
+    return project

@@ -1,0 +1,69 @@
+"""Test helpers: run the real command line; read back tables and chart specs from built HTML."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+
+class _PageParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.specs: list[dict[str, Any]] = []
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "div" and "vega-chart" in (found.get("class") or ""):
+            self.specs.append(json.loads(found["data-spec"] or "{}"))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.tables[-1].append(self._row)
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def read_page(path: Path) -> _PageParser:
+    """Parse a built HTML page into its tables (rows of cell text) and chart specs."""
+    parser = _PageParser()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+def table_by_header(page: _PageParser, first_header: str, contains: str) -> list[dict[str, str]]:
+    """Return the rows (as header->cell dicts) of the first table whose header has `contains`."""
+    for table in page.tables:
+        header = table[0]
+        if header and header[0] == first_header and any(contains in h for h in header):
+            return [dict(zip(header, row)) for row in table[1:]]
+    raise AssertionError(f"no table with headers {first_header!r} and {contains!r}")
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    """Format a figure as the pages do."""
+    return f"{value:,.{digits}f}"
+
+
+def run_profiler(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the real `profiler` command line in `cwd`."""
+    return subprocess.run([sys.executable, "-m", "profiler", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=900)

