@@ -144,6 +144,6 @@ def load_model(source: ModelSource, device: str) -> tuple[SentenceTransformer, M
 
 
 def _embedding_dim(model: SentenceTransformer) -> int:
-    getter = getattr(model, "get_embedding_dimension", None) or getattr(
-        model, "get_sentence_embedding_dimension")
-    return int(getter())
+    getter = getattr(model, "get_embedding_dimension", None)
+    dim = getter() if getter else model.get_sentence_embedding_dimension()
+    return int(dim or 0)

@@ -1,4 +1,4 @@
-"""Run a study in its own process under Scalene, falling back to a plain process if Scalene fails."""
+"""Run a study in its own process under Scalene; fall back to a plain process if Scalene fails."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def scalene_command(run_dir: Path, study: str, outfile: Path) -> list[str]:
             "--under-scalene"]
 
 
-def run_study(run_dir: Path, study: str, use_scalene: bool, on_event: EventHandler) -> ScaleneOutcome:
+def run_study(run_dir: Path, study: str, use_scalene: bool,
+              on_event: EventHandler) -> ScaleneOutcome:
     """Run `study` in a child process; return how Scalene went. Raises RuntimeError on failure."""
     log = run_dir / "logs" / f"{study}.log"
     if not use_scalene:

@@ -9,22 +9,24 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-WORDS = ("the a of in to and is was by for on river city law rate rose fell claim said "
-         "percent year country minister price water report new old").split()
+WORDS = ("the", "a", "of", "in", "to", "and", "is", "was", "by", "for", "on", "river", "city",
+         "law", "rate", "rose", "fell", "claim", "said", "percent", "year", "country",
+         "minister", "price", "water", "report", "new", "old")
+CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def build_tiny_model(target: Path) -> Path:
-    """Save a random BERT (hidden size 32, 2 layers, tiny vocabulary) as a sentence-transformers dir."""
+    """Save a random BERT (hidden 32, 2 layers, tiny vocabulary) as a sentence-transformers dir."""
     from sentence_transformers import SentenceTransformer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     hf_dir = target.parent / (target.name + "-hf")
     hf_dir.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS,
-             *"abcdefghijklmnopqrstuvwxyz0123456789.,", *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789")]
+             *CHARS, ".", ",", *(f"##{c}" for c in CHARS)]
     (hf_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tokenizer = BertTokenizerFast(vocab_file=str(hf_dir / "vocab.txt"), model_max_length=64)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,

@@ -54,7 +54,7 @@ def table_by_header(page: _PageParser, first_header: str, contains: str) -> list
     for table in page.tables:
         header = table[0]
         if header and header[0] == first_header and any(contains in h for h in header):
-            return [dict(zip(header, row)) for row in table[1:]]
+            return [dict(zip(header, row, strict=True)) for row in table[1:]]
     raise AssertionError(f"no table with headers {first_header!r} and {contains!r}")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import fmt, read_page, run_profiler, table_by_header
 
+
 def test_build_writes_results_pages_and_site(tiny_project: Path, tiny_model: Path) -> None:
     done = run_profiler("build", "--model", str(tiny_model), "--no-scalene", cwd=tiny_project)
     assert done.returncode == 0, done.stderr

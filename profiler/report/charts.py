@@ -11,7 +11,7 @@ WIDTH = "container"  # the page's CSS gives every chart box a width; see charts.
 HEIGHT = 300
 
 
-def batch_size_charts(result: dict[str, Any]) -> list[tuple[str, alt.Chart]]:
+def batch_size_charts(result: dict[str, Any]) -> list[tuple[str, Any]]:
     """Throughput, latency percentiles and peak memory against batch size."""
     points = result["points"]
     return [("Throughput against batch size", throughput_chart(points, result)),
@@ -19,7 +19,7 @@ def batch_size_charts(result: dict[str, Any]) -> list[tuple[str, alt.Chart]]:
             ("Peak RSS increase against batch size", memory_chart(points))]
 
 
-def throughput_chart(points: list[dict[str, Any]], result: dict[str, Any]) -> alt.Chart:
+def throughput_chart(points: list[dict[str, Any]], result: dict[str, Any]) -> Any:
     """Median throughput with its min-max range; the recommended batch size is marked."""
     rows = [{"batch_size": p["batch_size"], "median": p["throughput_texts_per_s"]["median"],
              "min": p["throughput_texts_per_s"]["min"], "max": p["throughput_texts_per_s"]["max"],
@@ -39,7 +39,7 @@ def throughput_chart(points: list[dict[str, Any]], result: dict[str, Any]) -> al
     return _sized(band + line + star)
 
 
-def latency_chart(points: list[dict[str, Any]]) -> alt.Chart:
+def latency_chart(points: list[dict[str, Any]]) -> Any:
     """p50, p95 and p99 latency per batch, on a log scale."""
     rows = [{"batch_size": p["batch_size"], "percentile": name,
              "latency_ms": p["batch_latency_ms"][name]}
@@ -53,7 +53,7 @@ def latency_chart(points: list[dict[str, Any]]) -> alt.Chart:
     return _sized(chart)
 
 
-def memory_chart(points: list[dict[str, Any]]) -> alt.Chart:
+def memory_chart(points: list[dict[str, Any]]) -> Any:
     """Peak RSS above the level before each batch size was measured."""
     rows = [{"batch_size": str(p["batch_size"]), "mb": p["peak_rss_increase_mb"]}
             for p in points]
@@ -64,10 +64,10 @@ def memory_chart(points: list[dict[str, Any]]) -> alt.Chart:
     return _sized(chart)
 
 
-def _sized(chart: alt.TopLevelMixin) -> alt.Chart:
-    return chart.properties(width=WIDTH, height=HEIGHT)  # type: ignore[no-any-return]
+def _sized(chart: Any) -> Any:
+    return chart.properties(width=WIDTH, height=HEIGHT)
 
 
-CHARTS: dict[str, Callable[[dict[str, Any]], list[tuple[str, alt.Chart]]]] = {
+CHARTS: dict[str, Callable[[dict[str, Any]], list[tuple[str, Any]]]] = {
     "batch_size": batch_size_charts,
 }

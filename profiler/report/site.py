@@ -22,7 +22,8 @@ def ensure_vega_bundle(root: Path) -> Path:
         return target
     major_minor = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(version + vlc.javascript_bundle(vl_version=major_minor), encoding="utf-8")
+    bundle = vlc.javascript_bundle(vl_version=major_minor)  # type: ignore[call-arg]
+    target.write_text(version + bundle, encoding="utf-8")
     return target
 
 

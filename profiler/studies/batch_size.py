@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,7 +31,7 @@ class BatchPoint:
 
 @dataclass(frozen=True)
 class Overhead:
-    """Scalene's cost on one configuration: the same repeat with profiling off and on, alternated."""
+    """Scalene's cost on one configuration: one repeat with profiling off, one on, alternated."""
 
     batch_size: int
     rounds: int
@@ -52,7 +53,7 @@ class Workload:
 
     def run(self) -> float:
         """Encode every batch; record each batch's latency; return the total seconds."""
-        seconds = [timed(lambda b=batch: self._encode(b), self.ctx.device)
+        seconds = [timed(functools.partial(self._encode, batch), self.ctx.device)
                    for batch in self.batches]
         self.latencies_ms.extend(s * 1000 for s in seconds)
         return sum(seconds)

@@ -1,0 +1,82 @@
+"""Time `profiler build --quick` and the full build; check Scalene leaves the headline alone.
+
+Run alone on the machine: `python -m profiler.benchmark [--quick-only]`. It builds in a temporary
+copy of the project, so data/ and site/ here are untouched. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+TARGETS_S = {"quick": 90.0, "full": 180.0}
+
+
+def timed_build(project: Path, *args: str) -> tuple[float, dict[str, Any]]:
+    """Run `profiler build ARGS` in `project`; return wall seconds and the batch-size result."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "profiler", "build", *args], cwd=project,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise click.ClickException(f"profiler build {' '.join(args)} failed: {done.stderr[-500:]}")
+    study = json.loads((project / "data" / "latest" / "batch_size.json").read_text())
+    return seconds, study["result"]
+
+
+def copy_project(root: Path, target: Path) -> Path:
+    """Copy what a build needs (no results, no site) into `target`."""
+    for name in ("templates", "docs"):
+        shutil.copytree(root / name, target / name, ignore=shutil.ignore_patterns("report"))
+    shutil.copy2(root / "mkdocs.yml", target / "mkdocs.yml")
+    (target / "data").mkdir()
+    shutil.copy2(root / "data" / "corpus.txt", target / "data" / "corpus.txt")
+    return target
+
+
+def agreement(profiled: dict[str, Any], plain: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Per batch size: both medians, their ratio, and the noise band (2 x combined CV)."""
+    rows = []
+    for a, b in zip(profiled["points"], plain["points"], strict=True):
+        ta, tb = a["throughput_texts_per_s"], b["throughput_texts_per_s"]
+        band = 2 * math.hypot(ta["cv"], tb["cv"])
+        ratio = ta["median"] / tb["median"]
+        rows.append((a["batch_size"], ta["median"], tb["median"], ratio, band,
+                     abs(ratio - 1) <= band))
+    return rows
+
+
+@click.command()
+@click.option("--quick-only", is_flag=True, help="Time only `profiler build --quick`.")
+def main(quick_only: bool) -> None:
+    """Print build times against their targets and the profiled-vs-plain comparison."""
+    with tempfile.TemporaryDirectory(prefix="profiler-bench-") as tmp:
+        project = copy_project(Path.cwd(), Path(tmp))
+        quick_s, _ = timed_build(project, "--quick")
+        print(f"profiler build --quick: {quick_s:6.1f} s (target < {TARGETS_S['quick']:.0f} s)")
+        if quick_only:
+            return
+        full_s, profiled = timed_build(project)
+        print(f"profiler build (full):  {full_s:6.1f} s (target < {TARGETS_S['full']:.0f} s)")
+        plain_s, plain = timed_build(project, "--no-scalene")
+        print(f"profiler build --no-scalene: {plain_s:6.1f} s")
+        print("\nHeadline throughput, Scalene process (profiling off) vs plain process:")
+        print(f"{'batch':>6} {'scalene':>10} {'plain':>10} {'ratio':>7} {'noise':>7}  agree")
+        for size, a, b, ratio, band, ok in agreement(profiled, plain):
+            print(f"{size:>6} {a:>10.1f} {b:>10.1f} {ratio:>7.3f} {band:>6.1%}  {ok}")
+        overhead = profiled["scalene_overhead"]
+        print(f"\nScalene overhead with profiling on, batch {overhead['batch_size']}: "
+              f"{overhead['overhead_pct']:+.1f}%")
+
+
+if __name__ == "__main__":
+    main()
