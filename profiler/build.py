@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,8 +65,11 @@ def plan_build(settings: Settings, workspace: Workspace) -> Plan:
     workspace.check()
     corpus = Path(settings.corpus) if settings.corpus else workspace.root / DEFAULT_CORPUS
     texts = load_corpus(corpus)
-    source = resolve_model(settings.model)
-    return Plan(settings, source, pick_device(settings.device), corpus.resolve(), texts)
+    plan = Plan(settings, resolve_model(settings.model), pick_device(settings.device),
+                corpus.resolve(), texts)
+    for study in plan.studies:
+        STUDIES[study].validate(settings, texts)
+    return plan
 
 
 def run_build(plan: Plan, workspace: Workspace, on_event: EventHandler) -> Path:
@@ -111,7 +114,7 @@ def _run_one(staging: Path, study: str, use_scalene: bool, on_event: EventHandle
         raw = staging / outcome.profile
         gzip_file(raw, raw.with_suffix(".json.gz"))
         raw.unlink()
-        outcome = type(outcome)(outcome.status, outcome.reason, outcome.profile + ".gz")
+        outcome = dataclasses.replace(outcome, profile=outcome.profile + ".gz")
     write_json(staging / f"{study}.json", {**payload, "scalene": outcome.to_dict()})
     partial.unlink()
 
@@ -122,7 +125,7 @@ def _config_payload(plan: Plan, run_id: str) -> dict[str, Any]:
         "run_id": run_id,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": plan.settings.to_dict(),
-        "model_source": plan.source.__dict__,
+        "model_source": dataclasses.asdict(plan.source),
         "device": plan.device,
         "corpus_path": str(plan.corpus_path),
         "corpus": {"texts": len(plan.texts), "chars_min": lengths.min,
@@ -142,8 +145,3 @@ def summarize_run(run_dir: Path, studies: list[str]) -> dict[str, Any]:
         "studies": {name: STUDIES[name].headline(r["result"]) for name, r in results.items()},
         "scalene": {name: r["scalene"]["status"] for name, r in results.items()},
     }
-
-
-def discard_incomplete(workspace: Workspace) -> None:
-    """Remove staging folders left by interrupted runs (never a complete run)."""
-    shutil.rmtree(workspace.runs / ".incomplete", ignore_errors=True)

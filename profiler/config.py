@@ -18,6 +18,7 @@ else:  # pragma: no cover
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_BATCH_SIZES = (8, 16, 32, 64, 128, 256)
+DEFAULT_TEXT_LENGTHS = (10, 50, 100, 256, 512, 1024)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class Settings:
     corpus: str | None = None
     studies: tuple[str, ...] = ()
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    text_lengths: tuple[int, ...] = DEFAULT_TEXT_LENGTHS
+    length_batch_size: int = 32
     scalene: bool = True
     quick: bool = False
     recommend_within: float = 0.05
@@ -64,12 +67,9 @@ class Settings:
                                 f"{', '.join(DEVICES)}")
         if self.corpus is not None and not isinstance(self.corpus, str):
             raise ProfilerError(f"corpus must be a file path, got {self.corpus!r}")
-        if not self.batch_sizes:
-            raise ProfilerError("batch_sizes must list at least one batch size")
-        for size in self.batch_sizes:
-            _require_int("batch size", size, minimum=1)
-        if len(set(self.batch_sizes)) != len(self.batch_sizes):
-            raise ProfilerError(f"batch sizes must not repeat, got {list(self.batch_sizes)}")
+        _require_distinct_ints("batch size", self.batch_sizes)
+        _require_distinct_ints("text length", self.text_lengths)
+        _require_int("length_batch_size", self.length_batch_size, minimum=1)
         if not _is_number(self.recommend_within) or not 0 <= self.recommend_within < 1:
             raise ProfilerError("recommend_within must be in [0, 1)")
         _check_studies(self.studies)
@@ -88,7 +88,7 @@ class Settings:
         if not isinstance(timing, dict):
             raise ProfilerError("timing must be a table of settings")
         _reject_unknown(timing, {f.name for f in dataclasses.fields(Timing)}, "timing.")
-        for key in ("studies", "batch_sizes"):
+        for key in ("studies", "batch_sizes", "text_lengths"):
             if key in data:
                 data[key] = tuple(_as_list(key, data[key]))
         return cls(**data, timing=Timing(**timing))
@@ -139,6 +139,15 @@ def _as_list(name: str, value: Any) -> list[Any]:
     if isinstance(value, (list, tuple)):
         return list(value)
     raise ProfilerError(f"{name} must be a list, got {value!r}")
+
+
+def _require_distinct_ints(name: str, values: tuple[int, ...]) -> None:
+    if not values:
+        raise ProfilerError(f"give at least one {name}")
+    for value in values:
+        _require_int(name, value, minimum=1)
+    if len(set(values)) != len(values):
+        raise ProfilerError(f"{name}s must not repeat, got {list(values)}")
 
 
 def _is_number(value: Any) -> bool:

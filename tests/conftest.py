@@ -80,6 +80,8 @@ def vega_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 TINY_SETTINGS = """
 batch_sizes = [2, 4, 8]
+text_lengths = [10, 100, 400]
+length_batch_size = 4
 [timing]
 warmup_repeats = 1
 min_time_s = 0.0

@@ -4,5 +4,8 @@ from __future__ import annotations
 
 from profiler.studies.base import Study
 from profiler.studies.batch_size import BatchSizeStudy
+from profiler.studies.stages import StagesStudy
+from profiler.studies.text_length import TextLengthStudy
 
-STUDIES: dict[str, type[Study]] = {study.NAME: study for study in (BatchSizeStudy,)}
+STUDIES: dict[str, type[Study]] = {
+    study.NAME: study for study in (BatchSizeStudy, TextLengthStudy, StagesStudy)}

@@ -68,6 +68,10 @@ class Study(ABC):
     NAME: ClassVar[str]
     TITLE: ClassVar[str]
 
+    @classmethod  # noqa: B027 (an optional hook: most studies accept any input)
+    def validate(cls, settings: Settings, texts: list[str]) -> None:
+        """Raise ProfilerError if this study cannot run on these settings and texts."""
+
     @abstractmethod
     def run(self, ctx: StudyContext) -> dict[str, Any]:
         """Measure, and return the study's results (raw samples included)."""

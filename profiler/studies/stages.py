@@ -1,0 +1,104 @@
+"""Stage breakdown: time in tokenization, forward pass, pooling and normalization, and output."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from profiler.measure.stats import Stats, summarize
+from profiler.measure.timing import synchronize
+from profiler.studies.base import Study, StudyContext, emit
+
+STAGES = ("tokenize", "forward", "pooling", "output")
+
+
+@dataclass(frozen=True)
+class StagePoint:
+    """Where one batch size's encoding time goes, stage by stage."""
+
+    batch_size: int
+    batches: int
+    stage_ms_per_batch: dict[str, Stats]
+    stage_share: dict[str, float]
+    encode_ms_per_batch: Stats
+    attributed_share: float
+
+
+def encode_in_stages(ctx: StudyContext, batch: list[str]) -> dict[str, float]:
+    """Run what `encode` runs, module by module, timing each stage in seconds."""
+    import torch
+    from sentence_transformers.util import batch_to_device
+
+    model, device = ctx.model, ctx.device
+    clock = [time.perf_counter()]
+
+    def lap() -> None:
+        synchronize(device)
+        clock.append(time.perf_counter())
+
+    features = batch_to_device(model.tokenize(batch), model.device)
+    lap()
+    with torch.inference_mode():
+        output = model[0](features)
+        lap()
+        for module in list(model)[1:]:
+            output = module(output)
+        lap()
+    output["sentence_embedding"].float().cpu().numpy()
+    lap()
+    return {stage: clock[i + 1] - clock[i] for i, stage in enumerate(STAGES)}
+
+
+class StagesStudy(Study):
+    """Direct timers around each stage of `encode`, per batch size."""
+
+    NAME = "stages"
+    TITLE = "Stage breakdown"
+
+    def run(self, ctx: StudyContext) -> dict[str, Any]:
+        """Time each stage over the workload at every batch size."""
+        sizes = ctx.settings.batch_sizes
+        points = []
+        for index, size in enumerate(sizes):
+            emit("config", label=f"batch {size}", index=index, total=len(sizes))
+            points.append(measure_stages(ctx, size))
+            emit("done", label=f"batch {size}",
+                 summary=f"forward {100 * points[-1].stage_share['forward']:.0f}%")
+        return {"stages": list(STAGES), "points": [asdict(p) for p in points]}
+
+    @staticmethod
+    def headline(result: dict[str, Any]) -> dict[str, Any]:
+        """The forward pass's and tokenization's share, averaged over batch sizes."""
+        points = result["points"]
+        return {stage + "_share": sum(p["stage_share"][stage] for p in points) / len(points)
+                for stage in result["stages"]}
+
+
+def measure_stages(ctx: StudyContext, batch_size: int) -> StagePoint:
+    """Time stages batch by batch for a few repeats, and plain `encode` on the same batches."""
+    count = max(ctx.settings.timing.texts_per_repeat, batch_size)
+    texts = [ctx.texts[i % len(ctx.texts)] for i in range(count - count % batch_size)]
+    batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+    repeats = max(2, ctx.settings.timing.min_repeats // 2)
+    encode_in_stages(ctx, batches[0])  # warm-up
+    laps: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    encode_ms: list[float] = []
+    for n in range(repeats):
+        for batch in batches:
+            for stage, seconds in encode_in_stages(ctx, batch).items():
+                laps[stage].append(1000 * seconds)
+            synchronize(ctx.device)
+            start = time.perf_counter()
+            ctx.model.encode(batch, batch_size=batch_size)
+            synchronize(ctx.device)
+            encode_ms.append(1000 * (time.perf_counter() - start))
+        emit("repeat", count=n + 1, value=f"{len(batches)} batches")
+    totals = {stage: sum(values) for stage, values in laps.items()}
+    staged = sum(totals.values())
+    return StagePoint(
+        batch_size=batch_size, batches=len(batches),
+        stage_ms_per_batch={stage: summarize(values) for stage, values in laps.items()},
+        stage_share={stage: total / staged for stage, total in totals.items()},
+        encode_ms_per_batch=summarize(encode_ms),
+        attributed_share=staged / sum(encode_ms))

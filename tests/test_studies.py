@@ -1,0 +1,130 @@
+"""The text-length and stage-breakdown studies on the tiny model, and their pure helpers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import fmt, read_page, run_profiler, table_by_header
+
+from profiler.config import Settings, Timing
+from profiler.errors import ProfilerError
+from profiler.model import load_model, resolve_model
+from profiler.studies.base import StudyContext
+from profiler.studies.stages import STAGES, encode_in_stages
+from profiler.studies.text_length import (
+    LengthPoint,
+    TextLengthStudy,
+    correlations,
+    texts_of_length,
+    truncation_chars,
+)
+
+CORPUS = ["The river rose by ten percent in the old city.", "A new law was passed.",
+          "Prices fell."]
+
+
+def test_texts_are_cut_at_word_boundaries_near_the_target() -> None:
+    words = set(" ".join(CORPUS).split())
+    for target in (10, 30, 100):
+        texts = texts_of_length(CORPUS, target, 8)
+        assert len(texts) == 8
+        for text in texts:
+            assert len(text) <= target
+            assert set(text.split()) <= words
+        longest_word = max(len(w) for w in words)
+        assert all(len(t) > target - longest_word - 1 for t in texts)
+
+
+def test_a_word_longer_than_the_target_is_cut() -> None:
+    assert texts_of_length(["extraordinarily"], 5, 2) == ["extra", "extra"]
+
+
+def test_correlations_by_hand() -> None:
+    result = correlations([1.0, 2.0, 3.0, 4.0], [10.0, 8.0, 4.0, 3.0])
+    assert result["pearson"] == pytest.approx(np.corrcoef([1, 2, 3, 4], [10, 8, 4, 3])[0, 1])
+    assert result["spearman"] == pytest.approx(-1.0)
+    assert correlations([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]) == {"pearson": None, "spearman": None}
+    assert correlations([1.0, 2.0, 3.0], [1.0, 3.0, 2.0])["spearman"] == pytest.approx(0.5)
+
+
+def _point(chars: float, raw_tokens: float, truncated: float) -> LengthPoint:
+    from profiler.measure.stats import summarize
+
+    stats = summarize([1.0])
+    return LengthPoint(target_chars=int(chars), mean_chars=chars, texts_per_repeat=1,
+                       tokens_per_text_mean=raw_tokens, raw_tokens_per_text_mean=raw_tokens,
+                       truncated_share=truncated, throughput_texts_per_s=stats,
+                       tokens_per_s=1.0, batch_latency_ms=stats)
+
+
+def test_truncation_length_from_characters_per_token() -> None:
+    points = [_point(40, 10, 0.0), _point(80, 20, 0.0), _point(2000, 600, 1.0)]
+    assert truncation_chars(points, 256) == pytest.approx(4.0 * 256)
+    assert truncation_chars([_point(2000, 600, 1.0)], 256) is None
+
+
+def test_corpus_too_small_for_the_longest_length() -> None:
+    settings = Settings(text_lengths=(10, 5000))
+    with pytest.raises(ProfilerError, match="too few"):
+        TextLengthStudy.validate(settings, CORPUS)
+    TextLengthStudy.validate(Settings(text_lengths=(10, 50)), CORPUS)
+
+
+def test_stages_add_up_and_produce_the_same_embedding(tiny_model: Path) -> None:
+    model, info = load_model(resolve_model(str(tiny_model)), "cpu")
+    ctx = StudyContext(model=model, info=info, texts=CORPUS,
+                       settings=Settings(timing=Timing(min_repeats=2)))
+    laps = encode_in_stages(ctx, CORPUS)
+    assert list(laps) == list(STAGES)
+    assert all(seconds >= 0 for seconds in laps.values())
+    assert laps["forward"] > 0
+
+
+def test_build_runs_the_new_studies_and_shows_their_numbers(tiny_project: Path,
+                                                            tiny_model: Path) -> None:
+    done = run_profiler("build", "--model", str(tiny_model), "--no-scalene",
+                        "--study", "text_length", "--study", "stages", cwd=tiny_project)
+    assert done.returncode == 0, done.stderr
+    run_dir = (tiny_project / "data" / "latest").resolve()
+    assert not (run_dir / "batch_size.json").exists()
+
+    length = json.loads((run_dir / "text_length.json").read_text())["result"]
+    assert [p["target_chars"] for p in length["points"]] == [10, 100, 400]
+    assert length["points"][-1]["truncated_share"] == 1.0  # 400 chars > 64 tokens
+    assert length["points"][0]["truncated_share"] == 0.0
+    assert length["truncation_chars"] is not None
+    assert all(p["mean_chars"] <= p["target_chars"] for p in length["points"])
+
+    stages = json.loads((run_dir / "stages.json").read_text())["result"]
+    for point in stages["points"]:
+        assert sum(point["stage_share"].values()) == pytest.approx(1.0)
+        assert point["attributed_share"] > 0
+
+    page = read_page(tiny_project / "site" / "report" / "text-length" / "index.html")
+    rows = {r["Target length (chars)"]: r
+            for r in table_by_header(page, "Target length (chars)", "Truncated")}
+    for point in length["points"]:
+        row = rows[str(point["target_chars"])]
+        assert row["Throughput median (texts/s)"] == fmt(point["throughput_texts_per_s"]["median"])
+        assert row["Truncated %"] == fmt(100 * point["truncated_share"])
+    assert len(page.specs) == 2
+    stage_page = read_page(tiny_project / "site" / "report" / "stages" / "index.html")
+    stage_rows = {r["Batch size"]: r for r in table_by_header(stage_page, "Batch size", "forward")}
+    for point in stages["points"]:
+        assert stage_rows[str(point["batch_size"])]["forward %"] == fmt(
+            100 * point["stage_share"]["forward"])
+    batch_page = (tiny_project / "site" / "report" / "batch-size" / "index.html").read_text()
+    assert "did not run the batch-size study" in batch_page
+
+
+def test_corpus_too_small_is_one_line_error(tiny_project: Path, tiny_model: Path) -> None:
+    (tiny_project / "short.txt").write_text("A short text.\n", encoding="utf-8")
+    done = run_profiler("build", "--model", str(tiny_model), "--corpus", "short.txt",
+                        cwd=tiny_project)
+    assert done.returncode != 0
+    assert done.stderr.strip().count("\n") == 0
+    assert done.stderr.startswith("error: corpus has") and "Traceback" not in done.stderr
+    assert not (tiny_project / "data" / "runs").exists()
