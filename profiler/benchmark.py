@@ -54,7 +54,8 @@ def agreement(project: Path, sizes: str, pairs: int) -> list[tuple[Any, ...]]:
     pooled: dict[str, dict[int, list[float]]] = {"scalene": {}, "plain": {}}
     for _ in range(pairs):
         for kind, extra in (("plain", ("--no-scalene",)), ("scalene", ())):
-            _, result = timed_build(project, "--batch-sizes", sizes, "--no-site", *extra)
+            _, result = timed_build(project, "--study", "batch_size", "--batch-sizes", sizes,
+                                    "--no-site", *extra)
             for point in result["points"]:
                 samples = point["throughput_texts_per_s"]["samples"]
                 pooled[kind].setdefault(point["batch_size"], []).extend(samples)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from profiler.config import Settings
 from profiler.model import ModelInfo
@@ -17,12 +17,25 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 EVENT_PREFIX = "@@profiler "
+T = TypeVar("T")
 
 
 def emit(event: str, **fields: Any) -> None:
     """Tell the parent process how far the study is (one JSON line on stdout)."""
     sys.stdout.write(EVENT_PREFIX + json.dumps({"event": event, **fields}) + "\n")
     sys.stdout.flush()
+
+
+def measure_each(values: tuple[int, ...], label: str, measure: Callable[[int], T],
+                 summary: Callable[[T], str]) -> list[T]:
+    """Measure each configuration in turn, telling the parent when each starts and ends."""
+    points = []
+    for index, value in enumerate(values):
+        name = label.format(value)
+        emit("config", label=name, index=index, total=len(values))
+        points.append(measure(value))
+        emit("done", label=name, summary=summary(points[-1]))
+    return points
 
 
 @dataclass

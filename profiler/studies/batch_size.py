@@ -10,7 +10,7 @@ from typing import Any
 from profiler.measure.memory import PeakRss, cuda_peaks_mb, cuda_reset_peak
 from profiler.measure.stats import Stats, summarize
 from profiler.measure.timing import RepeatPlan, repeat, timed
-from profiler.studies.base import Study, StudyContext, emit
+from profiler.studies.base import Study, StudyContext, emit, measure_each
 
 
 @dataclass(frozen=True)
@@ -79,12 +79,8 @@ class BatchSizeStudy(Study):
         """Measure every batch size, then Scalene's overhead at the recommended one."""
         sizes = ctx.settings.batch_sizes
         ctx.model.encode(ctx.texts[:sizes[0]], batch_size=sizes[0])  # first-call costs: no size's
-        points = []
-        for index, size in enumerate(sizes):
-            emit("config", label=f"batch {size}", index=index, total=len(sizes))
-            points.append(measure_point(ctx, size))
-            emit("done", label=f"batch {size}",
-                 summary=f"{points[-1].throughput_texts_per_s.median:,.0f} texts/s")
+        points = measure_each(sizes, "batch {}", lambda size: measure_point(ctx, size),
+                              lambda p: f"{p.throughput_texts_per_s.median:,.0f} texts/s")
         fastest, recommended = pick_batch_sizes(points, ctx.settings.recommend_within)
         overhead = measure_overhead(ctx, recommended) if ctx.profiling.under_scalene else None
         return {"points": [asdict(p) for p in points], "fastest_batch_size": fastest,

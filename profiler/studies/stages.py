@@ -8,7 +8,7 @@ from typing import Any
 
 from profiler.measure.stats import Stats, summarize
 from profiler.measure.timing import synchronize
-from profiler.studies.base import Study, StudyContext, emit
+from profiler.studies.base import Study, StudyContext, emit, measure_each
 
 STAGES = ("tokenize", "forward", "pooling", "output")
 
@@ -58,13 +58,9 @@ class StagesStudy(Study):
 
     def run(self, ctx: StudyContext) -> dict[str, Any]:
         """Time each stage over the workload at every batch size."""
-        sizes = ctx.settings.batch_sizes
-        points = []
-        for index, size in enumerate(sizes):
-            emit("config", label=f"batch {size}", index=index, total=len(sizes))
-            points.append(measure_stages(ctx, size))
-            emit("done", label=f"batch {size}",
-                 summary=f"forward {100 * points[-1].stage_share['forward']:.0f}%")
+        points = measure_each(ctx.settings.batch_sizes, "batch {}",
+                              lambda size: measure_stages(ctx, size),
+                              lambda p: f"forward {100 * p.stage_share['forward']:.0f}%")
         return {"stages": list(STAGES), "points": [asdict(p) for p in points]}
 
     @staticmethod

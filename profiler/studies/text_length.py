@@ -13,7 +13,7 @@ from profiler.config import Settings
 from profiler.errors import ProfilerError
 from profiler.measure.stats import Stats, summarize
 from profiler.measure.timing import RepeatPlan, repeat, timed
-from profiler.studies.base import Study, StudyContext, emit
+from profiler.studies.base import Study, StudyContext, emit, measure_each
 
 
 @dataclass(frozen=True)
@@ -85,12 +85,8 @@ class TextLengthStudy(Study):
     def run(self, ctx: StudyContext) -> dict[str, Any]:
         """Measure every target length at a fixed batch size."""
         lengths = ctx.settings.text_lengths
-        points = []
-        for index, length in enumerate(lengths):
-            emit("config", label=f"{length} characters", index=index, total=len(lengths))
-            points.append(measure_length(ctx, length))
-            emit("done", label=f"{length} characters",
-                 summary=f"{points[-1].throughput_texts_per_s.median:,.0f} texts/s")
+        points = measure_each(lengths, "{} characters", lambda n: measure_length(ctx, n),
+                              lambda p: f"{p.throughput_texts_per_s.median:,.0f} texts/s")
         medians = [p.throughput_texts_per_s.median for p in points]
         return {"batch_size": ctx.settings.length_batch_size,
                 "max_seq_length": ctx.info.max_seq_length,
