@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from profiler.analysis.bottlenecks import find_bottlenecks
 from profiler.config import Settings
 from profiler.corpus import DEFAULT_CORPUS, load_corpus
 from profiler.errors import ProfilerError
 from profiler.measure.stats import summarize
 from profiler.model import ModelSource, pick_device, resolve_model
-from profiler.scalene import EventHandler, run_study
+from profiler.scalene import EventHandler, ScaleneOutcome, run_study
 from profiler.storage import gzip_file, point_latest, read_json, write_json
 from profiler.studies import STUDIES
 
@@ -110,13 +111,31 @@ def _run_one(staging: Path, study: str, use_scalene: bool, on_event: EventHandle
     partial = staging / f"{study}.partial.json"
     payload = read_json(partial)
     payload.pop("schema_version")
+    hotspots = None
     if outcome.profile:
-        raw = staging / outcome.profile
-        gzip_file(raw, raw.with_suffix(".json.gz"))
-        raw.unlink()
-        outcome = dataclasses.replace(outcome, profile=outcome.profile + ".gz")
-    write_json(staging / f"{study}.json", {**payload, "scalene": outcome.to_dict()})
+        hotspots, outcome = _keep_profile(staging, outcome)
+    write_json(staging / f"{study}.json",
+               {**payload, "scalene": outcome.to_dict(), "hotspots": hotspots})
     partial.unlink()
+
+
+def _keep_profile(staging: Path, outcome: ScaleneOutcome) -> tuple[dict[str, Any] | None,
+                                                                    ScaleneOutcome]:
+    """Reduce the raw profile to hotspots, render its HTML view if small, then compress it."""
+    from profiler.analysis.hotspots import load_profile, reduce_profile, standalone_html
+
+    assert outcome.profile is not None
+    raw = staging / outcome.profile
+    try:
+        hotspots = reduce_profile(load_profile(raw))
+    except (ValueError, KeyError, TypeError) as exc:  # a profile Scalene left half-written
+        hotspots = {"error": f"could not read the Scalene profile: {exc}"}
+    html = standalone_html(raw, raw.with_suffix(".html"))
+    gzip_file(raw, raw.with_suffix(".json.gz"))
+    raw.unlink()
+    return hotspots, dataclasses.replace(
+        outcome, profile=outcome.profile + ".gz",
+        html=str(html.relative_to(staging)) if html else None)
 
 
 def _config_payload(plan: Plan, run_id: str) -> dict[str, Any]:
@@ -144,4 +163,18 @@ def summarize_run(run_dir: Path, studies: list[str]) -> dict[str, Any]:
         "model": model, "device": config["device"], "corpus": config["corpus"],
         "studies": {name: STUDIES[name].headline(r["result"]) for name, r in results.items()},
         "scalene": {name: r["scalene"]["status"] for name, r in results.items()},
+        "bottlenecks": [b.to_dict() for b in find_bottlenecks(
+            {name: r["result"] for name, r in results.items()})],
+        **advice({name: r["result"] for name, r in results.items()}),
     }
+
+
+def advice(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Recommendations from the optimization experiments (and the batch-size study)."""
+    if "optimizations" not in results:
+        return {"recommendations": [], "not_recommended": []}
+    from profiler.analysis.recommendations import not_recommended, recommend
+
+    found = recommend(results["optimizations"], results.get("batch_size"))
+    return {"recommendations": [r.to_dict() for r in found],
+            "not_recommended": not_recommended(results["optimizations"])}

@@ -24,13 +24,18 @@ def cli() -> None:
 @click.option("--corpus", help="Texts to embed: .txt (a line each), .jsonl or .csv ('text').")
 @click.option("--batch-sizes", help="Comma-separated batch sizes [default: 8,16,32,64,128,256].")
 @click.option("--study", "studies", multiple=True, help="Run only this study (repeatable).")
+@click.option("--experiment", "experiments", multiple=True,
+              help="Run only this optimization experiment (repeatable), e.g. bf16, onnx.")
+@click.option("--quality-threshold", type=float,
+              help="Mean cosine to fp32 a configuration must keep [default: 0.999].")
 @click.option("--quick", is_flag=True, default=None, help="Fewer repeats: a fast, noisier run.")
 @click.option("--no-scalene", "no_scalene", is_flag=True, help="Run the studies unprofiled.")
 @click.option("--no-site", is_flag=True, help="Write results and pages but skip mkdocs build.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="Settings file [default: profiler.toml or [tool.profiler] in pyproject].")
 def build(model: str | None, device: str | None, corpus: str | None, batch_sizes: str | None,
-          studies: tuple[str, ...], quick: bool | None, no_scalene: bool, no_site: bool,
+          studies: tuple[str, ...], experiments: tuple[str, ...],
+          quality_threshold: float | None, quick: bool | None, no_scalene: bool, no_site: bool,
           config_file: Path | None) -> None:
     """Run every study, store the results in data/, render the pages and build the site."""
     from profiler.build import Workspace, plan_build, run_build
@@ -40,7 +45,8 @@ def build(model: str | None, device: str | None, corpus: str | None, batch_sizes
     cli_values: dict[str, Any] = {
         "model": model, "device": device, "corpus": corpus, "quick": quick,
         "batch_sizes": parse_int_list(batch_sizes) if batch_sizes is not None else None,
-        "studies": list(studies) or None, "scalene": False if no_scalene else None}
+        "studies": list(studies) or None, "scalene": False if no_scalene else None,
+        "experiments": list(experiments) or None, "quality_threshold": quality_threshold}
     workspace = Workspace(Path.cwd())
     plan = plan_build(load_settings(cli_values, workspace.root, config_file), workspace)
     with ProgressDisplay() as display:

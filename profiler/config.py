@@ -31,12 +31,18 @@ class Timing:
     max_repeats: int = 50
     texts_per_repeat: int = 256
     overhead_rounds: int = 3
+    leak_iterations: int = 15
+    leak_warmup: int = 3
+    leak_texts: int = 64
+    quality_texts: int = 300
 
     def __post_init__(self) -> None:
         for name in ("warmup_repeats", "min_repeats", "max_repeats", "texts_per_repeat",
-                     "overhead_rounds"):
-            _require_int(f"timing.{name}", getattr(self, name), minimum=0 if name ==
-                         "warmup_repeats" else 1)
+                     "overhead_rounds", "leak_warmup", "leak_texts", "quality_texts"):
+            _require_int(f"timing.{name}", getattr(self, name), minimum=0 if name in
+                         ("warmup_repeats", "leak_warmup") else 1)
+        # the steady state is the last half; a slope's interval needs at least three points
+        _require_int("timing.leak_iterations", self.leak_iterations, minimum=6)
         if not _is_number(self.min_time_s) or self.min_time_s < 0:
             raise ProfilerError(f"timing.min_time_s must be a number >= 0, got {self.min_time_s!r}")
         if self.max_repeats < self.min_repeats:
@@ -57,6 +63,9 @@ class Settings:
     scalene: bool = True
     quick: bool = False
     recommend_within: float = 0.05
+    leak_threshold_mb: float = 0.05
+    experiments: tuple[str, ...] = ()
+    quality_threshold: float = 0.999
     timing: Timing = field(default_factory=Timing)
 
     def __post_init__(self) -> None:
@@ -72,7 +81,14 @@ class Settings:
         _require_int("length_batch_size", self.length_batch_size, minimum=1)
         if not _is_number(self.recommend_within) or not 0 <= self.recommend_within < 1:
             raise ProfilerError("recommend_within must be in [0, 1)")
+        if not _is_number(self.leak_threshold_mb) or self.leak_threshold_mb < 0:
+            raise ProfilerError(f"leak_threshold_mb must be a number >= 0, got "
+                                f"{self.leak_threshold_mb!r}")
         _check_studies(self.studies)
+        _check_experiments(self.experiments)
+        if not _is_number(self.quality_threshold) or not 0 < self.quality_threshold <= 1:
+            raise ProfilerError(f"quality_threshold must be in (0, 1], got "
+                                f"{self.quality_threshold!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as plain JSON-ready data."""
@@ -88,7 +104,7 @@ class Settings:
         if not isinstance(timing, dict):
             raise ProfilerError("timing must be a table of settings")
         _reject_unknown(timing, {f.name for f in dataclasses.fields(Timing)}, "timing.")
-        for key in ("studies", "batch_sizes", "text_lengths"):
+        for key in ("studies", "batch_sizes", "text_lengths", "experiments"):
             if key in data:
                 data[key] = tuple(_as_list(key, data[key]))
         return cls(**data, timing=Timing(**timing))
@@ -157,6 +173,8 @@ def _is_number(value: Any) -> bool:
 def _require_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        if minimum > 1:
+            kind = f"a positive integer of at least {minimum}"
         raise ProfilerError(f"{name} must be {kind}, got {value!r}")
 
 
@@ -174,5 +192,14 @@ def _check_studies(studies: tuple[str, ...]) -> None:
             raise ProfilerError(f"unknown study {name!r}; choose from {', '.join(STUDIES)}")
 
 
+def _check_experiments(experiments: tuple[str, ...]) -> None:
+    from profiler.variants import FAMILIES
+
+    for name in experiments:
+        if name not in FAMILIES:
+            raise ProfilerError(f"unknown experiment {name!r}; choose from {', '.join(FAMILIES)}")
+
+
 QUICK_TIMING = Timing(warmup_repeats=1, min_time_s=0.75, min_repeats=3, max_repeats=10,
-                      texts_per_repeat=128, overhead_rounds=2)
+                      texts_per_repeat=128, overhead_rounds=2, leak_iterations=10,
+                      leak_warmup=2, leak_texts=32, quality_texts=120)

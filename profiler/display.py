@@ -65,6 +65,9 @@ def print_summary(console: Console, summary: dict[str, Any], site: Path | None) 
         if batch["scalene_overhead_pct"] is not None:
             table.add_row("Scalene overhead", f"{batch['scalene_overhead_pct']:+.0f}% "
                           "(profiling on vs off, not in the figures above)")
+    for rank, found in enumerate(summary.get("bottlenecks", [])[:3], start=1):
+        table.add_row(f"Bottleneck {rank}", f"{found['title']} ({found['severity']}, "
+                      f"{found['impact_pct']:,.0f}%)")
     for study, status in summary["scalene"].items():
         if status != "profiled":
             table.add_row(f"Scalene ({study})", status)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from profiler.studies.base import EVENT_PREFIX
+from profiler.studies.base import EVENT_PREFIX, PLAIN_PYTHON
 
 WORKER = Path(__file__).with_name("worker.py")
 # Profile the model stack and this package; everything else (Python's own threading, Scalene)
@@ -28,6 +29,7 @@ class ScaleneOutcome:
     status: str  # profiled | disabled | unavailable | failed
     reason: str | None = None
     profile: str | None = None
+    html: str | None = None  # Scalene's standalone viewer, when small enough to publish
 
     def to_dict(self) -> dict[str, Any]:
         """Return the outcome as plain data."""
@@ -70,7 +72,7 @@ def _run(command: list[str], log: Path, on_event: EventHandler) -> None:
         sink.write("$ " + " ".join(command) + "\n")
         sink.flush()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=sink, text=True,
-                                   bufsize=1)
+                                   bufsize=1, env={**os.environ, PLAIN_PYTHON: sys.executable})
         assert process.stdout is not None
         for line in process.stdout:
             if line.startswith(EVENT_PREFIX):

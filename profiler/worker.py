@@ -30,7 +30,8 @@ def main(argv: list[str]) -> int:
     emit("loading", label="loading model")
     model, info = load_model(ModelSource(**plan["model_source"]), plan["device"])
     ctx = StudyContext(model=model, info=info, texts=load_corpus(Path(plan["corpus_path"])),
-                       settings=settings, profiling=Profiling("--under-scalene" in argv))
+                       settings=settings, profiling=Profiling("--under-scalene" in argv),
+                       run_dir=run_dir)
     result = STUDIES[name]().run(ctx)
     write_json(run_dir / f"{name}.partial.json",
                {"study": name, "model": info.to_dict(), "result": result})

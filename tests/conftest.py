@@ -89,6 +89,9 @@ min_repeats = 3
 max_repeats = 3
 texts_per_repeat = 16
 overhead_rounds = 2
+leak_iterations = 6
+leak_warmup = 1
+leak_texts = 8
 """
 
 

@@ -15,6 +15,7 @@ class _PageParser(HTMLParser):
         super().__init__()
         self.tables: list[list[list[str]]] = []
         self.specs: list[dict[str, Any]] = []
+        self.chunks: list[str] = []
         self._row: list[str] | None = None
         self._cell: list[str] | None = None
 
@@ -37,7 +38,13 @@ class _PageParser(HTMLParser):
             self.tables[-1].append(self._row)
             self._row = None
 
+    @property
+    def text(self) -> str:
+        """All the page's text, tags removed."""
+        return " ".join(" ".join(self.chunks).split())
+
     def handle_data(self, data: str) -> None:
+        self.chunks.append(data)
         if self._cell is not None:
             self._cell.append(data)
 

@@ -12,7 +12,8 @@ from helpers import fmt, read_page, run_profiler, table_by_header
 
 
 def test_build_writes_results_pages_and_site(tiny_project: Path, tiny_model: Path) -> None:
-    done = run_profiler("build", "--model", str(tiny_model), "--no-scalene", cwd=tiny_project)
+    done = run_profiler("build", "--model", str(tiny_model), "--no-scalene", "--study",
+                        "batch_size", cwd=tiny_project)
     assert done.returncode == 0, done.stderr
     latest = tiny_project / "data" / "latest"
     assert latest.is_symlink()
@@ -45,8 +46,8 @@ def test_build_writes_results_pages_and_site(tiny_project: Path, tiny_model: Pat
 
 
 def test_pages_show_the_numbers_in_the_json(tiny_project: Path, tiny_model: Path) -> None:
-    assert run_profiler("build", "--model", str(tiny_model), "--no-scalene",
-                    cwd=tiny_project).returncode == 0
+    assert run_profiler("build", "--model", str(tiny_model), "--no-scalene", "--study",
+                        "batch_size", cwd=tiny_project).returncode == 0
     run_dir = (tiny_project / "data" / "latest").resolve()
     result = json.loads((run_dir / "batch_size.json").read_text())["result"]
     page = read_page(tiny_project / "site" / "report" / "batch-size" / "index.html")
@@ -77,8 +78,8 @@ def test_pages_show_the_numbers_in_the_json(tiny_project: Path, tiny_model: Path
 
 
 def test_render_rebuilds_pages_without_measuring(tiny_project: Path, tiny_model: Path) -> None:
-    assert run_profiler("build", "--model", str(tiny_model), "--no-scalene",
-                    cwd=tiny_project).returncode == 0
+    assert run_profiler("build", "--model", str(tiny_model), "--no-scalene", "--study",
+                        "batch_size", cwd=tiny_project).returncode == 0
     shutil.rmtree(tiny_project / "site")
     shutil.rmtree(tiny_project / "docs" / "report")
     runs_before = sorted((tiny_project / "data" / "runs").iterdir())
@@ -116,7 +117,8 @@ def test_failing_scalene_falls_back_to_a_plain_run(tiny_project: Path, tiny_mode
 
     monkeypatch.setattr(scalene_module, "scalene_command", broken)
     workspace = Workspace(tiny_project)
-    settings = load_settings({"model": str(tiny_model)}, tiny_project)
+    settings = load_settings({"model": str(tiny_model), "studies": ["batch_size"]},
+                             tiny_project)
     run_dir = run_build(plan_build(settings, workspace), workspace, lambda event: None)
     study = json.loads((run_dir / "batch_size.json").read_text())
     assert study["scalene"]["status"] == "failed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import sys
 import threading
+import time
 from types import TracebackType
 
 import psutil
@@ -30,11 +31,15 @@ class PeakRss:
         self.interval = 1.0 / hz
         self.start_mb = 0.0
         self.peak_mb = 0.0
+        self.samples = 0
+        self.seconds = 0.0
+        self._began = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
 
     def __enter__(self) -> PeakRss:
         self.start_mb = self.peak_mb = rss_mb()
+        self._began = time.perf_counter()
         self._thread.start()
         return self
 
@@ -42,6 +47,7 @@ class PeakRss:
                  tb: TracebackType | None) -> None:
         self._stop.set()
         self._thread.join()
+        self.seconds = time.perf_counter() - self._began
         self.peak_mb = max(self.peak_mb, rss_mb())
 
     @property
@@ -49,10 +55,16 @@ class PeakRss:
         """Peak RSS above the RSS when the block began."""
         return self.peak_mb - self.start_mb
 
+    @property
+    def rate_hz(self) -> float:
+        """How often RSS was actually sampled while the block ran."""
+        return self.samples / self.seconds if self.seconds else 0.0
+
     def _sample(self) -> None:
         process = psutil.Process()
         while not self._stop.wait(self.interval):
             self.peak_mb = max(self.peak_mb, process.memory_info().rss / MB)
+            self.samples += 1
 
 
 def cuda_reset_peak(device: str) -> None:

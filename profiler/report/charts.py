@@ -127,6 +127,117 @@ def stages_charts(result: dict[str, Any]) -> list[tuple[str, Any]]:
     return [("Share of time per stage against batch size", _sized(chart))]
 
 
+def memory_charts(result: dict[str, Any]) -> list[tuple[str, Any]]:
+    """RSS at each step per batch size, and the peak increase with its fitted line."""
+    return [("RSS before loading, after loading and at peak, per batch size",
+             memory_levels_chart(result["points"])),
+            ("Peak increase over the loaded model against batch size, with the fitted line",
+             memory_fit_chart(result))]
+
+
+def memory_levels_chart(points: list[dict[str, Any]]) -> Any:
+    """Grouped lines: RSS before the model loads, after it loads, and the encode peak."""
+    steps = (("rss_before_load_mb", "before load"), ("rss_after_load_mb", "after load"),
+             ("peak_rss_mb", "peak while encoding"))
+    rows = [{"batch_size": p["batch_size"], "step": label, "order": i, "mb": p[key]}
+            for p in points for i, (key, label) in enumerate(steps)]
+    chart = alt.Chart(alt.Data(values=rows)).mark_line(point=True).encode(
+        x=alt.X("batch_size:Q", scale=alt.Scale(type="log", base=2), title="Batch size",
+                axis=alt.Axis(values=[p["batch_size"] for p in points])),
+        y=alt.Y("mb:Q", title="Resident memory (MB)", scale=alt.Scale(zero=False)),
+        color=alt.Color("step:N", sort=[label for _, label in steps], title="When"),
+        tooltip=["batch_size:Q", "step:N", alt.Tooltip("mb:Q", format=",.1f")])
+    return _sized(chart)
+
+
+def memory_fit_chart(result: dict[str, Any]) -> Any:
+    """Measured peak increase per batch size, and the least-squares line through it."""
+    points, fit = result["points"], result["fit"]
+    rows = [{"batch_size": p["batch_size"], "mb": p["peak_increase_mb"]} for p in points]
+    x = alt.X("batch_size:Q", title="Batch size")
+    chart = alt.Chart(alt.Data(values=rows)).mark_point(filled=True, size=70).encode(
+        x=x, y=alt.Y("mb:Q", title="Peak RSS increase while encoding (MB)"),
+        tooltip=["batch_size:Q", alt.Tooltip("mb:Q", format=",.1f")])
+    if fit:
+        ends = [min(r["batch_size"] for r in rows), max(r["batch_size"] for r in rows)]
+        line_rows = [{"batch_size": b, "mb": fit["slope"] * b + fit["intercept"]} for b in ends]
+        chart += alt.Chart(alt.Data(values=line_rows)).mark_line(
+            strokeDash=[6, 4], color="#d62728").encode(x=x, y="mb:Q")
+    return _sized(chart)
+
+
+def leak_charts(result: dict[str, Any]) -> list[tuple[str, Any]]:
+    """RSS after every iteration, warm-up included, with the steady-state line."""
+    warm = result["warmup_rss_mb"]
+    rows = [{"iteration": i - len(warm) + 1, "mb": mb,
+             "phase": "warm-up" if i < len(warm) else
+             ("steady state" if i - len(warm) >= result["steady_from"] else "settling")}
+            for i, mb in enumerate([*warm, *result["rss_mb"]])]
+    x = alt.X("iteration:Q", title="Iteration (warm-up at 0 and below)")
+    points = alt.Chart(alt.Data(values=rows)).mark_line(point=True, color="#999").encode(
+        x=x, y=alt.Y("mb:Q", title="RSS after the iteration (MB)", scale=alt.Scale(zero=False)),
+        tooltip=["iteration:Q", "phase:N", alt.Tooltip("mb:Q", format=",.2f")])
+    dots = points.mark_point(filled=True, size=60).encode(color=alt.Color("phase:N", title=""))
+    fit, start, n = result["fit"], result["steady_from"], len(result["rss_mb"])
+    line_rows = [{"iteration": i + 1, "mb": fit["slope"] * i + fit["intercept"]}
+                 for i in (start, n - 1)]
+    line = alt.Chart(alt.Data(values=line_rows)).mark_line(
+        strokeDash=[6, 4], color="#d62728").encode(x=x, y="mb:Q")
+    return [("RSS per iteration with the steady-state fit", _sized(points + dots + line))]
+
+
+def optimizations_charts(result: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Speedup against quality loss with the threshold drawn, and efficiency against peak."""
+    return [("Speedup over fp32 against quality loss (dashed: the quality threshold)",
+             speedup_quality_chart(result)),
+            ("Achieved GFLOP/s as a share of the measured matmul peak",
+             efficiency_chart(result))]
+
+
+def speedup_quality_chart(result: dict[str, Any]) -> Any:
+    """One point per measured experiment: speedup with its interval, 1 − mean cosine."""
+    threshold = result["quality_threshold"]
+    rows = [{"experiment": e["title"], "speedup": e["speedup"],
+             "low": e["speedup_ci95"][0], "high": e["speedup_ci95"][1],
+             "loss": max(0.0, 1 - e["quality"]["cosine_mean"]),
+             "cosine": e["quality"]["cosine_mean"],
+             "keeps quality": "yes" if e["quality"]["cosine_mean"] >= threshold else "no"}
+            for e in result["experiments"] if e["status"] == "measured"]
+    x = alt.X("loss:Q", scale=alt.Scale(type="symlog", constant=1e-4),
+              title="Quality loss: 1 − mean cosine to fp32 (symlog scale)")
+    base = alt.Chart(alt.Data(values=rows)).encode(x=x)
+    bars = base.mark_rule().encode(y=alt.Y("low:Q", title="Speedup over fp32 (×)"), y2="high:Q")
+    dots = base.mark_point(filled=True, size=90).encode(
+        y="speedup:Q", color=alt.Color("keeps quality:N", title="Keeps quality"),
+        tooltip=["experiment:N", alt.Tooltip("speedup:Q", format=".2f"),
+                 alt.Tooltip("low:Q", format=".2f"), alt.Tooltip("high:Q", format=".2f"),
+                 alt.Tooltip("cosine:Q", format=".6f")])
+    labels = base.mark_text(align="left", dx=7, fontSize=11).encode(y="speedup:Q",
+                                                                      text="experiment:N")
+    rule = alt.Chart(alt.Data(values=[{"loss": 1 - threshold}])).mark_rule(
+        strokeDash=[6, 4], color="#d62728").encode(x="loss:Q")
+    one = alt.Chart(alt.Data(values=[{"speedup": 1.0}])).mark_rule(color="#999").encode(
+        y="speedup:Q")
+    return _sized(bars + dots + labels + rule + one)
+
+
+def efficiency_chart(result: dict[str, Any]) -> Any:
+    """% of the measured peak for each batch size and each measured experiment."""
+    rows = [{"what": f"batch {b['batch_size']}", "group": "batch size (fp32)",
+             "pct": b["peak_pct"], "gflops": b["gflops_per_s"]}
+            for b in result.get("batch_efficiency", [])]
+    rows += [{"what": e["title"], "group": f"experiment (of {e['peak_dtype']} peak)",
+              "pct": e["peak_pct"], "gflops": e["gflops_per_s"]}
+             for e in result["experiments"] if e["status"] == "measured" and e["peak_pct"]]
+    chart = alt.Chart(alt.Data(values=rows)).mark_bar().encode(
+        y=alt.Y("what:N", sort=None, title=None),
+        x=alt.X("pct:Q", title="% of measured matmul peak"),
+        color=alt.Color("group:N", title=""),
+        tooltip=["what:N", alt.Tooltip("gflops:Q", format=",.1f", title="GFLOP/s"),
+                 alt.Tooltip("pct:Q", format=".1f", title="% of peak")])
+    return chart.properties(width=WIDTH, height=max(HEIGHT, 22 * len(rows)))
+
+
 def _sized(chart: Any) -> Any:
     return chart.properties(width=WIDTH, height=HEIGHT)
 
@@ -134,5 +245,8 @@ def _sized(chart: Any) -> Any:
 CHARTS: dict[str, Callable[[dict[str, Any]], list[tuple[str, Any]]]] = {
     "batch_size": batch_size_charts,
     "text_length": text_length_charts,
+    "memory": memory_charts,
+    "leak": leak_charts,
     "stages": stages_charts,
+    "optimizations": optimizations_charts,
 }

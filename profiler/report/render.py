@@ -46,10 +46,13 @@ def render_pages(root: Path, run_dir: Path) -> list[Path]:
     shutil.rmtree(report, ignore_errors=True)
     run = load_run(run_dir)
     copy_downloads(run_dir, report, run)
-    pages = [_write(env, "index.md.j2", root / "docs" / "index.md", run=run)]
+    pages = [_write(env, "index.md.j2", root / "docs" / "index.md", run=run),
+             _write(env, "bottlenecks.md.j2", report / "bottlenecks.md", run=run),
+             _write(env, "recommendations.md.j2", report / "recommendations.md", run=run)]
     for name, study in STUDIES.items():
         pages.append(_write(env, f"{name}.md.j2", report / f"{name.replace('_', '-')}.md",
                             run=run, title=study.TITLE, study=run["studies"].get(name),
+                            headline=run["summary"]["studies"].get(name),
                             charts=study_charts(name, run["studies"].get(name))))
     return pages
 
@@ -80,9 +83,11 @@ def copy_downloads(run_dir: Path, report: Path, run: dict[str, Any]) -> None:
     for path in run_dir.glob("*.json"):
         shutil.copy2(path, files / path.name)
     for name, study in run["studies"].items():
-        profile = study["scalene"].get("profile")
+        profile, html = study["scalene"].get("profile"), study["scalene"].get("html")
         if profile:
             shutil.copy2(run_dir / profile, files / f"{name}-scalene.json.gz")
+        if html:
+            shutil.copy2(run_dir / html, files / f"{name}-scalene.html")
 
 
 def _write(env: jinja2.Environment, template: str, target: Path, **context: Any) -> Path:

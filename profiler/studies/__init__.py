@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from profiler.studies.base import Study
 from profiler.studies.batch_size import BatchSizeStudy
+from profiler.studies.leak import LeakStudy
+from profiler.studies.memory import MemoryStudy
+from profiler.studies.optimizations import OptimizationsStudy
 from profiler.studies.stages import StagesStudy
 from profiler.studies.text_length import TextLengthStudy
 
 STUDIES: dict[str, type[Study]] = {
-    study.NAME: study for study in (BatchSizeStudy, TextLengthStudy, StagesStudy)}
+    study.NAME: study for study in (BatchSizeStudy, TextLengthStudy, MemoryStudy, LeakStudy,
+                                        StagesStudy, OptimizationsStudy)}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from profiler.config import Settings
@@ -17,6 +19,9 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 EVENT_PREFIX = "@@profiler "
+# Under Scalene, sys.executable is an alias that profiles children too; the build passes the
+# plain interpreter here for studies that need a fresh, unprofiled process.
+PLAIN_PYTHON = "PROFILER_PLAIN_PYTHON"
 T = TypeVar("T")
 
 
@@ -24,6 +29,11 @@ def emit(event: str, **fields: Any) -> None:
     """Tell the parent process how far the study is (one JSON line on stdout)."""
     sys.stdout.write(EVENT_PREFIX + json.dumps({"event": event, **fields}) + "\n")
     sys.stdout.flush()
+
+
+def plain_python() -> str:
+    """Return the interpreter for a fresh child process that Scalene does not profile."""
+    return os.environ.get(PLAIN_PYTHON, sys.executable)
 
 
 def measure_each(values: tuple[int, ...], label: str, measure: Callable[[int], T],
@@ -68,6 +78,7 @@ class StudyContext:
     texts: list[str]
     settings: Settings
     profiling: Profiling = field(default_factory=Profiling)
+    run_dir: Path | None = None  # earlier studies' results in this run, e.g. batch_size.json
 
     @property
     def device(self) -> str:

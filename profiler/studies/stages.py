@@ -61,6 +61,9 @@ class StagesStudy(Study):
         points = measure_each(ctx.settings.batch_sizes, "batch {}",
                               lambda size: measure_stages(ctx, size),
                               lambda p: f"forward {100 * p.stage_share['forward']:.0f}%")
+        size = max(ctx.settings.batch_sizes)
+        with ctx.profiling.on():  # Scalene's view of each stage at the largest batch size
+            encode_in_stages(ctx, [ctx.texts[i % len(ctx.texts)] for i in range(size)])
         return {"stages": list(STAGES), "points": [asdict(p) for p in points]}
 
     @staticmethod

@@ -88,6 +88,9 @@ class TextLengthStudy(Study):
         points = measure_each(lengths, "{} characters", lambda n: measure_length(ctx, n),
                               lambda p: f"{p.throughput_texts_per_s.median:,.0f} texts/s")
         medians = [p.throughput_texts_per_s.median for p in points]
+        batch = ctx.settings.length_batch_size
+        with ctx.profiling.on():  # Scalene's view of the longest texts: where long inputs go
+            ctx.model.encode(texts_of_length(ctx.texts, max(lengths), 2 * batch), batch_size=batch)
         return {"batch_size": ctx.settings.length_batch_size,
                 "max_seq_length": ctx.info.max_seq_length,
                 "points": [asdict(p) for p in points],

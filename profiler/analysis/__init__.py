@@ -1,0 +1,1 @@
+"""Pure functions over measured results; analysis never runs a model."""

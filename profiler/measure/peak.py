@@ -1,0 +1,108 @@
+"""The machine's measured matmul peak per dtype, and the CPU flags that explain it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from profiler.errors import ProfilerError
+from profiler.measure.stats import Stats, summarize
+from profiler.measure.timing import timed
+
+# Vector and matrix extensions that decide how fast fp32, bf16 and int8 matmuls run.
+FLAGS_OF_INTEREST = ("fma", "avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16",
+                     "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
+                     "asimd", "sve", "bf16", "i8mm")  # the last four are Arm's names
+CPUINFO = Path("/proc/cpuinfo")
+
+
+@dataclass(frozen=True)
+class Peak:
+    """Measured throughput of a square matmul: every repeat kept, the best one quoted."""
+
+    device: str
+    dtype: str
+    size: int
+    gflops: Stats
+    best_gflops: float
+    threads: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the peak as plain data."""
+        return asdict(self)
+
+
+def measure_peak(device: str, dtype: str, size: int = 1024, min_time_s: float = 0.5,
+                 repeats: int = 5) -> Peak | None:
+    """Time `size` x `size` matmuls; return None if `dtype` has no matmul kernel on `device`."""
+    import torch
+
+    _check_device(device)
+    torch_dtype = getattr(torch, dtype, None)
+    if not isinstance(torch_dtype, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}")
+    a, b, out = (torch.randn(size, size).to(device=device, dtype=torch_dtype) for _ in range(3))
+    try:
+        timed(lambda: torch.mm(a, b, out=out), device)  # warm-up: kernel choice, caches
+    except (NotImplementedError, RuntimeError) as exc:
+        if _unsupported(exc):
+            return None
+        raise
+    per_call_s = timed(lambda: torch.mm(a, b, out=out), device)
+    calls = max(1, math.ceil(min_time_s / max(per_call_s, 1e-9)))
+    flop = 2.0 * size**3 * calls
+    samples = [flop / timed(lambda: _repeat_mm(a, b, out, calls), device) / 1e9
+               for _ in range(repeats)]
+    stats = summarize(samples)
+    return Peak(device, dtype, size, stats, stats.max, torch.get_num_threads())
+
+
+def peak_dtypes(device: str) -> tuple[str, ...]:
+    """Return the dtypes worth measuring on `device`."""
+    if device.startswith(("cuda", "mps")):  # half precision is native on GPUs
+        return ("float32", "bfloat16", "float16")
+    return ("float32", "bfloat16")
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> list[str]:
+    """Return the matmul-relevant CPU flags from /proc/cpuinfo; [] where there is none."""
+    try:
+        return parse_cpu_flags(cpuinfo.read_text(encoding="utf-8", errors="replace"))
+    except OSError:  # macOS, Windows, sandboxes
+        return []
+
+
+def parse_cpu_flags(text: str) -> list[str]:
+    """Return the flags of interest on the first `flags` (x86) or `Features` (Arm) line."""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            present = set(value.split())
+            return [flag for flag in FLAGS_OF_INTEREST if flag in present]
+    return []
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    has_mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": has_mps}
+    if not available.get(device.split(":")[0], False):
+        raise ProfilerError(f"device {device} is not available on this machine")
+
+
+def _unsupported(exc: Exception) -> bool:
+    # CPU kernels raise NotImplementedError ("addmm_impl_cpu_" not implemented for 'UInt16');
+    # cuBLAS raises RuntimeError with CUBLAS_STATUS_NOT_SUPPORTED on GPUs without the dtype.
+    message = str(exc).lower()
+    return isinstance(exc, NotImplementedError) or "not supported" in message \
+        or "not_supported" in message
+
+
+def _repeat_mm(a: Any, b: Any, out: Any, calls: int) -> None:
+    import torch
+
+    for _ in range(calls):
+        torch.mm(a, b, out=out)

@@ -1,0 +1,284 @@
+"""Run a sentence-transformers model on ONNX Runtime: export, int8 dynamic quantization, encode.
+
+sentence-transformers' own ``backend="onnx"`` needs optimum-onnx, which pins transformers < 4.58,
+so the transformer module is exported here with torch's exporter and run with onnxruntime; the
+model's remaining modules (pooling, dense, normalize) still run in torch on the hidden states.
+
+Int8 configurations mirror optimum's ``AutoQuantizationConfig.<name>(is_static=False)``, which is
+what sentence-transformers' ``export_dynamic_quantized_onnx_model`` uses. Dynamic quantization
+always has uint8 activations (asymmetric); weights are symmetric and per-channel:
+
+=============  ===========  ======  ===========  ============  ===========================
+config         activations  weights  per_channel  reduce_range  chosen when the CPU has
+=============  ===========  ======  ===========  ============  ===========================
+avx512_vnni    QUInt8       QInt8   yes          no            avx512_vnni
+avx512         QUInt8       QInt8   yes          no            avx512f (no VNNI)
+avx2           QUInt8       QUInt8  yes          no            avx2, or anything unknown
+arm64          QUInt8       QInt8   yes          no            asimd / neon / arm64 / aarch64
+=============  ===========  ======  ===========  ============  ===========================
+
+avx2 keeps uint8 weights because u8*s8 on VPMADDUBSW can saturate without VNNI; that is also the
+safe fallback. AVX-VNNI without AVX-512 (``avx_vnni``) gets avx2, as optimum has no config for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import logging
+import platform
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from profiler.errors import ProfilerError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+ONNX_FILE = "model.onnx"
+OPSET = 17
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAME = "last_hidden_state"
+INSTALL_HINT = "pip install onnxruntime onnx"
+# Two lengths, so the traced graph keeps the padding-mask path instead of dropping it.
+EXPORT_SAMPLE = ["an example sentence to trace the encoder with", "short"]
+LEGACY_EXPORTER = "torch.onnx._internal.torchscript_exporter"
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """One of optimum's dynamic int8 configurations."""
+
+    name: str  # arm64 | avx2 | avx512 | avx512_vnni
+    weight_type: str  # onnxruntime QuantType member: QInt8 | QUInt8
+    per_channel: bool = True
+    reduce_range: bool = False
+
+
+QUANT_CONFIGS = {
+    "avx512_vnni": QuantConfig("avx512_vnni", "QInt8"),
+    "avx512": QuantConfig("avx512", "QInt8"),
+    "avx2": QuantConfig("avx2", "QUInt8"),
+    "arm64": QuantConfig("arm64", "QInt8"),
+}
+
+
+@dataclass(frozen=True)
+class QuantizedModel:
+    """A quantized ONNX file and the configuration that made it."""
+
+    path: Path
+    config: QuantConfig
+
+
+def onnx_available() -> str | None:
+    """Return None if ONNX export and inference can run, else the reason as one line."""
+    for module in ("onnxruntime", "onnx"):
+        problem = _import_problem(module, INSTALL_HINT)
+        if problem is not None:
+            return problem
+    if _exporter() == "dynamo":
+        return _import_problem("onnxscript", "pip install onnxscript (no legacy exporter in torch)")
+    return None
+
+
+def _import_problem(module: str, hint: str) -> str | None:
+    """Return why `module` cannot be imported, or None."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError:
+        return f"{module} is not installed: {hint}"
+    except ImportError as error:
+        return f"{module} cannot be imported: {error}"
+    return None
+
+
+def _exporter() -> str:
+    """Pick torch's TorchScript exporter (fast, no onnxscript) while torch still ships it."""
+    return "torchscript" if importlib.util.find_spec(LEGACY_EXPORTER) is not None else "dynamo"
+
+
+def export_onnx(model: SentenceTransformer, out_dir: Path) -> Path:
+    """Export the model's transformer to `out_dir`/model.onnx, returning last_hidden_state."""
+    auto_model = _auto_model(model)
+    features = _tokenize(model, EXPORT_SAMPLE)
+    names = _input_names(auto_model, features)
+    args = tuple(features[name].to(auto_model.device) for name in names)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / ONNX_FILE
+    was_training = auto_model.training
+    try:
+        _export(_hidden_states_module(auto_model, names).eval(), args, names, path)
+    except Exception as error:
+        raise ProfilerError(f"ONNX export failed: {_first_line(error)}") from error
+    finally:  # the legacy exporter restores the wrapper's mode onto the model
+        auto_model.train(was_training)
+    return path
+
+
+def _auto_model(model: SentenceTransformer) -> Any:
+    """Return the Hugging Face model inside the first module, or raise ProfilerError."""
+    first = model[0]
+    if not hasattr(first, "auto_model"):
+        kind = type(first).__name__
+        raise ProfilerError(f"ONNX export needs a Transformer as first module, not {kind}")
+    return first.auto_model
+
+
+def _input_names(auto_model: Any, features: dict[str, Any]) -> list[str]:
+    """Return the tokenizer outputs that the model's forward takes, in a fixed order."""
+    import inspect
+
+    accepted = inspect.signature(auto_model.forward).parameters
+    return [name for name in MODEL_INPUTS if name in features and name in accepted]
+
+
+def _hidden_states_module(auto_model: Any, names: list[str]) -> torch.nn.Module:
+    """Wrap `auto_model` so positional token tensors map to its last hidden state."""
+    import torch
+
+    class HiddenStates(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = auto_model
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            output = self.model(**dict(zip(names, inputs, strict=True)), return_dict=True)
+            return output.last_hidden_state
+
+    return HiddenStates()
+
+
+def _export(module: torch.nn.Module, args: tuple[Any, ...], names: list[str], path: Path) -> None:
+    """Write `module` to `path` with dynamic batch and sequence axes."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's tracer and deprecation warnings
+        if _exporter() == "torchscript":
+            axes = {name: {0: "batch", 1: "sequence"} for name in [*names, OUTPUT_NAME]}
+            torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET,
+                              input_names=names, output_names=[OUTPUT_NAME], dynamic_axes=axes)
+        else:  # needs onnxscript; opset 18 is its lowest; the shapes nest as *inputs does
+            dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")}
+            torch.onnx.export(module, args, str(path), dynamo=True, opset_version=18,
+                              input_names=names, output_names=[OUTPUT_NAME],
+                              dynamic_shapes=(tuple(dims for _ in names),), external_data=False,
+                              verbose=False)
+
+
+def _first_line(error: BaseException) -> str:
+    """Return the error's first message line, or its type name when it has none."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def choose_quant_config(cpu_flags: list[str]) -> QuantConfig:
+    """Pick the int8 configuration that suits a CPU with these feature flags."""
+    # no /proc/cpuinfo (macOS): the machine name tells arm64 from x86
+    flags = {flag.lower().replace("_", "").replace("-", "")
+             for flag in cpu_flags or [platform.machine()]}
+    if "avx512vnni" in flags:
+        return QUANT_CONFIGS["avx512_vnni"]
+    if "avx512f" in flags:
+        return QUANT_CONFIGS["avx512"]
+    if "avx2" in flags:
+        return QUANT_CONFIGS["avx2"]
+    if flags & {"asimd", "neon", "arm64", "aarch64"}:
+        return QUANT_CONFIGS["arm64"]
+    return QUANT_CONFIGS["avx2"]
+
+
+def quantize_int8(onnx_path: Path, out_path: Path, cpu_flags: list[str]) -> QuantizedModel:
+    """Write a dynamic int8 copy of `onnx_path` to `out_path`, configured for the CPU."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if not onnx_path.is_file():
+        raise ProfilerError(f"ONNX model {onnx_path} does not exist")
+    config = choose_quant_config(cpu_flags)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _quiet_root_logger():
+            quantize_dynamic(onnx_path, out_path, per_channel=config.per_channel,
+                             reduce_range=config.reduce_range,
+                             weight_type=QuantType[config.weight_type],
+                             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+    except Exception as error:
+        raise ProfilerError(f"int8 quantization failed: {_first_line(error)}") from error
+    return QuantizedModel(out_path, config)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """Hide onnxruntime's advice to pre-process, logged on the root logger at WARNING."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+class OnnxEncoder:
+    """Encode texts like `model.encode`, with the transformer run by ONNX Runtime."""
+
+    def __init__(self, model: SentenceTransformer, onnx_path: Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        self.model = model.eval()
+        self.session = ort.InferenceSession(str(onnx_path), options,
+                                            providers=["CPUExecutionProvider"])
+        self.input_names = [node.name for node in self.session.get_inputs()]
+        self.output_key = str(getattr(model[0], "module_output_name", "token_embeddings"))
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """Return one float32 embedding row per text, in the order given."""
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, _embedding_dim(self.model)), np.float32)
+        order = np.argsort([-len(text) for text in texts])  # as model.encode: less padding
+        batches = [self._encode_batch([texts[i] for i in order[start:start + batch_size]])
+                   for start in range(0, len(texts), batch_size)]
+        sorted_embeddings = np.concatenate(batches)
+        embeddings = np.empty_like(sorted_embeddings)
+        embeddings[order] = sorted_embeddings
+        return embeddings
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        """Tokenize, run the ONNX transformer, then the model's other modules in torch."""
+        import torch
+
+        features = _tokenize(self.model, texts)
+        feed = {name: features[name].numpy() for name in self.input_names}
+        hidden = self.session.run([OUTPUT_NAME], feed)[0]
+        features[self.output_key] = torch.from_numpy(hidden)
+        with torch.inference_mode():
+            for module in list(self.model)[1:]:
+                features = module(features)
+        embedding = features["sentence_embedding"]
+        if self.model.truncate_dim is not None:
+            embedding = embedding[:, : self.model.truncate_dim]
+        return embedding.float().cpu().numpy()
+
+
+def _tokenize(model: SentenceTransformer, texts: list[str]) -> dict[str, Any]:
+    """Tokenize as `model.encode` does (`preprocess` since sentence-transformers 6)."""
+    preprocess = getattr(model, "preprocess", None) or model.tokenize
+    return preprocess(texts)
+
+
+def _embedding_dim(model: SentenceTransformer) -> int:
+    """Return the sentence embedding size under either sentence-transformers method name."""
+    method = getattr(model, "get_embedding_dimension", None)
+    return (method or model.get_sentence_embedding_dimension)() or 0

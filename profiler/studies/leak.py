@@ -1,0 +1,87 @@
+"""Leak check: RSS after each of many identical iterations, and the slope of its steady state.
+
+RSS often climbs over the first iterations while the tokenizer's caches and the allocator's
+arenas fill; that is warm-up, not a leak. So warm-up iterations are run and discarded, and
+the line is fitted only over the last half of the measured ones.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from profiler.measure.fit import LinearFit, linear_fit
+from profiler.measure.memory import rss_mb
+from profiler.studies.base import Study, StudyContext, emit
+
+
+@dataclass(frozen=True)
+class LeakVerdict:
+    """The steady-state fit and what it means."""
+
+    leak: bool
+    steady_from: int  # index of the first measured iteration in the steady state
+    fit: LinearFit
+    threshold_mb_per_iteration: float
+
+
+class LeakStudy(Study):
+    """Repeat one workload; flag a leak when steady-state RSS keeps rising."""
+
+    NAME = "leak"
+    TITLE = "Leak check"
+
+    def run(self, ctx: StudyContext) -> dict[str, Any]:
+        """Warm up, measure RSS after every iteration, fit, then profile a few for Scalene."""
+        timing = ctx.settings.timing
+        texts = [ctx.texts[i % len(ctx.texts)] for i in range(timing.leak_texts)]
+        size = min(ctx.settings.length_batch_size, len(texts))
+        emit("config", label=f"{timing.leak_iterations} iterations of {len(texts)} texts",
+             index=0, total=1)
+        warmup = [iterate(ctx, texts, size) for _ in range(timing.leak_warmup)]
+        rss = []
+        for n in range(timing.leak_iterations):
+            rss.append(iterate(ctx, texts, size))
+            emit("repeat", count=n + 1, value=f"{rss[-1]:,.1f} MB")
+        verdict = judge(rss, ctx.settings.leak_threshold_mb)
+        emit("done", label="leak check", summary="LEAK" if verdict.leak else "no leak")
+        with ctx.profiling.on():  # Scalene's own leak detector watches these
+            for _ in range(max(3, timing.leak_warmup)):
+                iterate(ctx, texts, size)
+        return {"texts_per_iteration": len(texts), "batch_size": size,
+                "warmup_rss_mb": warmup, "rss_mb": rss, **verdict_dict(verdict)}
+
+    @staticmethod
+    def headline(result: dict[str, Any]) -> dict[str, Any]:
+        """The verdict and the slope behind it."""
+        return {"leak": result["leak"], "slope_mb_per_iteration": result["fit"]["slope"],
+                "slope_ci95": result["fit"]["slope_ci95"],
+                "texts_per_iteration": result["texts_per_iteration"]}
+
+
+def iterate(ctx: StudyContext, texts: list[str], batch_size: int) -> float:
+    """Encode the texts once, drop the result, collect garbage; return RSS in MB."""
+    ctx.model.encode(texts, batch_size=batch_size, show_progress_bar=False,
+                     convert_to_numpy=True)
+    gc.collect()
+    return rss_mb()
+
+
+def judge(rss: list[float], threshold_mb: float) -> LeakVerdict:
+    """LEAK when the steady-state slope's whole 95% interval lies above the threshold."""
+    start = len(rss) // 2 if len(rss) >= 6 else 0
+    steady = rss[start:]
+    fit = linear_fit([float(i) for i in range(start, len(rss))], steady)
+    low = fit.slope_ci95[0] if fit.slope_ci95 else fit.slope
+    leak = low > threshold_mb and not math.isclose(max(steady), min(steady))
+    return LeakVerdict(leak=leak, steady_from=start, fit=fit,
+                       threshold_mb_per_iteration=threshold_mb)
+
+
+def verdict_dict(verdict: LeakVerdict) -> dict[str, Any]:
+    """The verdict as JSON-ready fields."""
+    data = asdict(verdict)
+    data["growth_mb_per_1000_iterations"] = 1000 * verdict.fit.slope
+    return data

@@ -1,0 +1,94 @@
+"""Memory study: RSS before and after the model loads and its peak while encoding, per batch size.
+
+Each batch size runs in a fresh process (`profiler.memory_probe`), so one size's allocations
+cannot hide inside another's high-water mark.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from profiler.measure.fit import LinearFit, linear_fit
+from profiler.studies.base import Study, StudyContext, measure_each, plain_python
+
+
+@dataclass(frozen=True)
+class MemoryPoint:
+    """One fresh process's memory at one batch size (MB)."""
+
+    batch_size: int
+    texts: int
+    rss_start_mb: float
+    rss_before_load_mb: float
+    rss_after_load_mb: float
+    peak_rss_mb: float
+    peak_increase_mb: float
+    ru_maxrss_mb: float
+    samples: int
+    sample_rate_hz: float
+    encode_s: float
+    cuda_memory_mb: dict[str, float] | None
+
+    @property
+    def model_mb(self) -> float:
+        """What loading the model added to RSS."""
+        return self.rss_after_load_mb - self.rss_before_load_mb
+
+
+class MemoryStudy(Study):
+    """Fresh-process RSS per batch size, and a line through peak against batch size."""
+
+    NAME = "memory"
+    TITLE = "Memory"
+
+    def run(self, ctx: StudyContext) -> dict[str, Any]:
+        """Probe every batch size in its own process; profile one encode here for Scalene."""
+        points = measure_each(ctx.settings.batch_sizes, "batch {}",
+                              lambda size: probe(ctx, size),
+                              lambda p: f"peak +{p.peak_increase_mb:,.0f} MB")
+        largest = max(ctx.settings.batch_sizes)
+        with ctx.profiling.on():  # Scalene's memory view of the biggest batch's encode
+            ctx.model.encode(workload(ctx, largest), batch_size=largest)
+        return {"points": [asdict(p) for p in points],
+                "fit": fit_peak(points).to_dict() if len(points) > 1 else None}
+
+    @staticmethod
+    def headline(result: dict[str, Any]) -> dict[str, Any]:
+        """The model's resident size, the largest batch's peak and the cost per text."""
+        points = result["points"]
+        largest = max(points, key=lambda p: p["batch_size"])
+        fit = result["fit"]
+        return {"model_mb": sum(p["rss_after_load_mb"] - p["rss_before_load_mb"]
+                                for p in points) / len(points),
+                "largest_batch_size": largest["batch_size"],
+                "largest_peak_rss_mb": largest["peak_rss_mb"],
+                "largest_peak_increase_mb": largest["peak_increase_mb"],
+                "mb_per_text": fit["slope"] if fit else None}
+
+
+def workload(ctx: StudyContext, batch_size: int) -> list[str]:
+    """The texts one probe encodes: whole batches cycled from the corpus."""
+    batches = math.ceil(max(ctx.settings.timing.texts_per_repeat, batch_size) / batch_size)
+    return [ctx.texts[i % len(ctx.texts)] for i in range(batches * batch_size)]
+
+
+def probe(ctx: StudyContext, batch_size: int) -> MemoryPoint:
+    """Run `profiler.memory_probe` in a fresh interpreter for one batch size."""
+    request = {"model_path": ctx.info.path, "device": ctx.device, "batch_size": batch_size,
+               "texts": workload(ctx, batch_size)}
+    done = subprocess.run([plain_python(), "-m", "profiler.memory_probe"],
+                          input=json.dumps(request), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"memory probe at batch size {batch_size} failed: {tail[0]}")
+    return MemoryPoint(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def fit_peak(points: list[MemoryPoint]) -> LinearFit:
+    """Fit the peak increase over the loaded model against batch size: MB per text in a batch."""
+    return linear_fit([float(p.batch_size) for p in points],
+                      [p.peak_increase_mb for p in points])
