@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import multiprocessing
 import os
+import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +18,8 @@ from profiler.corpus import DEFAULT_CORPUS, load_corpus
 from profiler.errors import ProfilerError
 from profiler.measure.stats import summarize
 from profiler.model import ModelSource, pick_device, resolve_model
-from profiler.scalene import EventHandler, ScaleneOutcome, run_study
-from profiler.storage import gzip_file, point_latest, read_json, write_json
+from profiler.scalene import EventHandler, finish_profile, group_label, run_study
+from profiler.storage import point_latest, read_json, write_json
 from profiler.studies import STUDIES
 
 
@@ -60,6 +63,11 @@ class Plan:
         return [name for name in STUDIES if not self.settings.studies or
                 name in self.settings.studies]
 
+    @property
+    def groups(self) -> list[list[str]]:
+        """Studies per process: one each, or all in one process for a quick build."""
+        return [self.studies] if self.settings.quick else [[name] for name in self.studies]
+
 
 def plan_build(settings: Settings, workspace: Workspace) -> Plan:
     """Check the workspace, corpus, model and device; raise ProfilerError on the first problem."""
@@ -82,10 +90,12 @@ def run_build(plan: Plan, workspace: Workspace, on_event: EventHandler) -> Path:
     from profiler.measure.system import system_info
 
     write_json(staging / "system.json", system_info(plan.device))
-    for study in plan.studies:
-        on_event({"event": "study", "study": study, "title": STUDIES[study].TITLE})
-        _run_one(staging, study, plan.settings.scalene, on_event)
-    write_json(staging / "summary.json", summarize_run(staging, plan.studies))
+    for group in plan.groups:
+        _run_group(staging, group, plan.settings.scalene, on_event)
+    started = time.perf_counter()
+    _finish_profiles(staging, plan.studies, not plan.settings.quick, on_event)
+    write_json(staging / "summary.json",
+               summarize_run(staging, plan.studies, time.perf_counter() - started))
     final = workspace.runs / run_id
     os.replace(staging, final)
     point_latest(workspace.data, final)
@@ -102,40 +112,49 @@ def new_run_id(runs: Path) -> str:
     return run_id
 
 
-def _run_one(staging: Path, study: str, use_scalene: bool, on_event: EventHandler) -> None:
+def _run_group(staging: Path, studies: list[str], use_scalene: bool,
+               on_event: EventHandler) -> None:
+    started = time.perf_counter()
     try:
-        outcome = run_study(staging, study, use_scalene, on_event)
+        outcome = run_study(staging, studies, use_scalene, on_event)
     except RuntimeError as exc:
-        raise ProfilerError(f"study {study} failed ({exc}); log: "
-                            f"{staging / 'logs' / (study + '.log')}") from None
-    partial = staging / f"{study}.partial.json"
-    payload = read_json(partial)
-    payload.pop("schema_version")
-    hotspots = None
-    if outcome.profile:
-        hotspots, outcome = _keep_profile(staging, outcome)
-    write_json(staging / f"{study}.json",
-               {**payload, "scalene": outcome.to_dict(), "hotspots": hotspots})
-    partial.unlink()
+        log = staging / "logs" / f"{group_label(studies)}.log"
+        raise ProfilerError(f"study {','.join(studies)} failed ({exc}); log: {log}") from None
+    for study in studies:
+        partial = staging / f"{study}.partial.json"
+        payload = read_json(partial)
+        payload.pop("schema_version")
+        write_json(staging / f"{study}.json",
+                   {**payload, "wall_s": time.perf_counter() - started,
+                    "scalene": outcome.to_dict(), "hotspots": None})
+        partial.unlink()
 
 
-def _keep_profile(staging: Path, outcome: ScaleneOutcome) -> tuple[dict[str, Any] | None,
-                                                                    ScaleneOutcome]:
-    """Reduce the raw profile to hotspots, render its HTML view if small, then compress it."""
-    from profiler.analysis.hotspots import load_profile, reduce_profile, standalone_html
-
-    assert outcome.profile is not None
-    raw = staging / outcome.profile
-    try:
-        hotspots = reduce_profile(load_profile(raw))
-    except (ValueError, KeyError, TypeError) as exc:  # a profile Scalene left half-written
-        hotspots = {"error": f"could not read the Scalene profile: {exc}"}
-    html = standalone_html(raw, raw.with_suffix(".html"))
-    gzip_file(raw, raw.with_suffix(".json.gz"))
-    raw.unlink()
-    return hotspots, dataclasses.replace(
-        outcome, profile=outcome.profile + ".gz",
-        html=str(html.relative_to(staging)) if html else None)
+def _finish_profiles(staging: Path, studies: list[str], html: bool,
+                     on_event: EventHandler) -> None:
+    """Reduce every raw profile once all timing is done, two at a time."""
+    owners: dict[str, list[str]] = {}
+    for study in studies:
+        profile = read_json(staging / f"{study}.json")["scalene"]["profile"]
+        if profile:
+            owners.setdefault(profile, []).append(study)
+    if not owners:
+        return
+    on_event({"event": "study", "study": "profiles", "title": "Scalene profiles"})
+    on_event({"event": "config", "label": f"hotspots of {len(owners)} profile(s)", "index": 0,
+              "total": 1})
+    outcomes = [read_json(staging / f"{names[0]}.json")["scalene"] for names in owners.values()]
+    spawn = multiprocessing.get_context("spawn")  # the parent runs a display thread: no fork
+    with ProcessPoolExecutor(max_workers=2, mp_context=spawn) as pool:
+        finished = list(pool.map(finish_profile, [staging] * len(owners), outcomes,
+                                 [html] * len(owners)))
+    for names, (hotspots, outcome) in zip(owners.values(), finished, strict=True):
+        for study in names:
+            payload = read_json(staging / f"{study}.json")
+            payload.pop("schema_version")
+            write_json(staging / f"{study}.json",
+                       {**payload, "scalene": outcome, "hotspots": hotspots})
+    on_event({"event": "done", "label": "hotspots", "summary": f"{len(owners)} profile(s)"})
 
 
 def _config_payload(plan: Plan, run_id: str) -> dict[str, Any]:
@@ -153,7 +172,7 @@ def _config_payload(plan: Plan, run_id: str) -> dict[str, Any]:
     }
 
 
-def summarize_run(run_dir: Path, studies: list[str]) -> dict[str, Any]:
+def summarize_run(run_dir: Path, studies: list[str], profiles_s: float = 0.0) -> dict[str, Any]:
     """Collect each study's headline figures into summary.json's payload."""
     config = read_json(run_dir / "config.json")
     results = {name: read_json(run_dir / f"{name}.json") for name in studies}
@@ -163,6 +182,8 @@ def summarize_run(run_dir: Path, studies: list[str]) -> dict[str, Any]:
         "model": model, "device": config["device"], "corpus": config["corpus"],
         "studies": {name: STUDIES[name].headline(r["result"]) for name, r in results.items()},
         "scalene": {name: r["scalene"]["status"] for name, r in results.items()},
+        "seconds": {**{name: r.get("wall_s") for name, r in results.items()},
+                    "profiles": profiles_s},
         "bottlenecks": [b.to_dict() for b in find_bottlenecks(
             {name: r["result"] for name, r in results.items()})],
         **advice({name: r["result"] for name, r in results.items()}),

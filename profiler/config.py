@@ -200,6 +200,6 @@ def _check_experiments(experiments: tuple[str, ...]) -> None:
             raise ProfilerError(f"unknown experiment {name!r}; choose from {', '.join(FAMILIES)}")
 
 
-QUICK_TIMING = Timing(warmup_repeats=1, min_time_s=0.75, min_repeats=3, max_repeats=10,
-                      texts_per_repeat=128, overhead_rounds=2, leak_iterations=10,
-                      leak_warmup=2, leak_texts=32, quality_texts=120)
+QUICK_TIMING = Timing(warmup_repeats=1, min_time_s=0.3, min_repeats=2, max_repeats=5,
+                      texts_per_repeat=64, overhead_rounds=1, leak_iterations=8,
+                      leak_warmup=1, leak_texts=32, quality_texts=100)

@@ -36,30 +36,37 @@ class ScaleneOutcome:
         return asdict(self)
 
 
-def scalene_command(run_dir: Path, study: str, outfile: Path) -> list[str]:
-    """Build the `scalene run` command: profiling off at start, the study switches it on."""
+def scalene_command(run_dir: Path, studies: list[str], outfile: Path) -> list[str]:
+    """Build the `scalene run` command: profiling off at start, the studies switch it on."""
     only = ",".join([*PROFILED, str(WORKER.parent) + "/"])
     return [sys.executable, "-m", "scalene", "run", "--off", "--memory", "--profile-all",
-            "--profile-only", only, "-o", str(outfile), str(WORKER), "---", str(run_dir), study,
-            "--under-scalene"]
+            "--profile-only", only, "-o", str(outfile), str(WORKER), "---", str(run_dir),
+            ",".join(studies), "--under-scalene"]
 
 
-def run_study(run_dir: Path, study: str, use_scalene: bool,
+def group_label(studies: list[str]) -> str:
+    """Name a process's log and profile after its study, or `all-studies` when it runs many."""
+    return studies[0] if len(studies) == 1 else "all-studies"
+
+
+def run_study(run_dir: Path, studies: list[str], use_scalene: bool,
               on_event: EventHandler) -> ScaleneOutcome:
-    """Run `study` in a child process; return how Scalene went. Raises RuntimeError on failure."""
-    log = run_dir / "logs" / f"{study}.log"
+    """Run `studies` in one child process; return how Scalene went. RuntimeError on failure."""
+    label = group_label(studies)
+    log = run_dir / "logs" / f"{label}.log"
+    plain = [sys.executable, str(WORKER), str(run_dir), ",".join(studies)]
     if not use_scalene:
-        _run([sys.executable, str(WORKER), str(run_dir), study], log, on_event)
+        _run(plain, log, on_event)
         return ScaleneOutcome("disabled", "profiling switched off with --no-scalene")
     if importlib.util.find_spec("scalene") is None:
-        _run([sys.executable, str(WORKER), str(run_dir), study], log, on_event)
+        _run(plain, log, on_event)
         return ScaleneOutcome("unavailable", "Scalene is not installed")
-    outfile = run_dir / "scalene" / f"{study}.json"
+    outfile = run_dir / "scalene" / f"{label}.json"
     outfile.parent.mkdir(parents=True, exist_ok=True)
     try:
-        _run(scalene_command(run_dir, study, outfile), log, on_event)
+        _run(scalene_command(run_dir, studies, outfile), log, on_event)
     except RuntimeError as exc:
-        _run([sys.executable, str(WORKER), str(run_dir), study], log, on_event)
+        _run(plain, log, on_event)
         return ScaleneOutcome("failed", f"Scalene failed ({exc}); the study ran unprofiled")
     if not outfile.is_file():
         return ScaleneOutcome("failed", "Scalene wrote no profile")
@@ -89,3 +96,24 @@ def last_error(log: Path) -> str:
     lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace")
              .splitlines() if line.strip()]
     return lines[-1][:200] if lines else "no output"
+
+
+def finish_profile(staging: Path, outcome: dict[str, Any],
+                   html: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Reduce a raw profile to hotspots, render Scalene's view if asked, gzip the raw.
+
+    Returns the hotspots and the updated Scalene outcome, both as plain data.
+    """
+    from profiler.analysis.hotspots import load_profile, reduce_profile, standalone_html
+    from profiler.storage import gzip_file
+
+    raw = staging / outcome["profile"]
+    try:
+        hotspots = reduce_profile(load_profile(raw))
+    except (ValueError, KeyError, TypeError) as exc:  # a profile Scalene left half-written
+        hotspots = {"error": f"could not read the Scalene profile: {exc}"}
+    page = standalone_html(raw, raw.with_suffix(".html")) if html else None
+    gzip_file(raw, raw.with_suffix(".json.gz"))
+    raw.unlink()
+    return hotspots, {**outcome, "profile": outcome["profile"] + ".gz",
+                      "html": str(page.relative_to(staging)) if page else None}

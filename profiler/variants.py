@@ -225,11 +225,11 @@ def variants(threads: int) -> list[Variant]:
                 peak_dtype="float16"),
         Variant("torch_int8", "torch dynamic int8 (Linear layers)", "a few lines",
                 "model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, "
-                "dtype=torch.qint8)", torch_int8),
+                "dtype=torch.qint8)", torch_int8, peak_dtype="int8"),
         Variant("onnx", "ONNX Runtime (fp32)", "an export step", ONNX_SNIPPET,
                 onnx(quantize=False)),
         Variant("onnx_int8", "ONNX Runtime dynamic int8", "an export step",
-                onnx_int8_snippet(), onnx(quantize=True)),
+                onnx_int8_snippet(), onnx(quantize=True), peak_dtype="int8"),
         Variant("openvino", "OpenVINO", "an export step", f'{name}, backend="openvino")',
                 _skip(openvino_reason())),
         *(Variant(f"threads_{n}", f"{n} thread{'s' if n > 1 else ''}", "one line",

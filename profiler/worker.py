@@ -1,6 +1,8 @@
 """Run one study in this process (under Scalene or plain) and write its JSON.
 
-Invoked by `profiler.scalene.run_study` as a script: `worker.py RUN_DIR STUDY [--under-scalene]`.
+Invoked by `profiler.scalene.run_study` as a script:
+`worker.py RUN_DIR STUDY[,STUDY...] [--under-scalene]`. Several studies share one process (and
+one Scalene profile) only in quick builds.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def main(argv: list[str]) -> int:
-    """Load the run's settings and model, run the study, write `<study>.partial.json`."""
+    """Load the run's settings and model, run each study named, write `<study>.partial.json`."""
+    import time
+
+    import psutil
+
     from profiler.config import Settings
     from profiler.corpus import load_corpus
     from profiler.model import ModelSource, load_model
@@ -23,18 +29,27 @@ def main(argv: list[str]) -> int:
     from profiler.studies import STUDIES
     from profiler.studies.base import Profiling, StudyContext, emit
 
-    run_dir, name = Path(argv[0]), argv[1]
+    began = time.time()
+    run_dir, names = Path(argv[0]), argv[1].split(",")
     plan = read_json(run_dir / "config.json")
     settings = Settings.from_dict(plan["settings"])
     _quiet_libraries()
+    emit("study", study=names[0], title=STUDIES[names[0]].TITLE)
     emit("loading", label="loading model")
     model, info = load_model(ModelSource(**plan["model_source"]), plan["device"])
     ctx = StudyContext(model=model, info=info, texts=load_corpus(Path(plan["corpus_path"])),
                        settings=settings, profiling=Profiling("--under-scalene" in argv),
                        run_dir=run_dir)
-    result = STUDIES[name]().run(ctx)
-    write_json(run_dir / f"{name}.partial.json",
-               {"study": name, "model": info.to_dict(), "result": result})
+    seconds = {"startup": began - psutil.Process().create_time(), "load": time.time() - began}
+    for index, name in enumerate(names):
+        if index:
+            emit("study", study=name, title=STUDIES[name].TITLE)
+        started = time.time()
+        result = STUDIES[name]().run(ctx)
+        write_json(run_dir / f"{name}.partial.json",
+                   {"study": name, "model": info.to_dict(), "result": result,
+                    "process_s": {**seconds, "study": time.time() - started},
+                    "process_shared_with": [n for n in names if n != name]})
     return 0
 
 

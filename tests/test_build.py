@@ -112,7 +112,7 @@ def test_failing_scalene_falls_back_to_a_plain_run(tiny_project: Path, tiny_mode
     from profiler.build import Workspace, plan_build, run_build
     from profiler.config import load_settings
 
-    def broken(run_dir: Path, study: str, outfile: Path) -> list[str]:
+    def broken(run_dir: Path, studies: list[str], outfile: Path) -> list[str]:
         return [sys.executable, "-c", "import sys; sys.exit('scalene: cannot start')"]
 
     monkeypatch.setattr(scalene_module, "scalene_command", broken)

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from helpers import fmt, read_page, run_profiler, table_by_header
 
+from profiler.config import QUICK_TIMING
 from profiler.model import BUNDLED_SHA256
+from profiler.studies import STUDIES
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +38,7 @@ def test_quick_build_on_the_real_model(project: Path, vega_bundle: Path) -> None
     assert study["scalene"]["status"] == "profiled"
     result = study["result"]
     assert [p["batch_size"] for p in result["points"]] == [8, 16, 32, 64, 128, 256]
-    assert result["scalene_overhead"]["on_texts_per_s"]["n"] == 2
+    assert result["scalene_overhead"]["on_texts_per_s"]["n"] == QUICK_TIMING.overhead_rounds
 
     page = read_page(project / "site" / "report" / "batch-size" / "index.html")
     assert len(page.specs) == 3
@@ -54,3 +56,21 @@ def test_quick_build_on_the_real_model(project: Path, vega_bundle: Path) -> None
     headline = {r["Figure"]: r["Value"] for r in table_by_header(home, "Figure", "Value")}
     best = summary["studies"]["batch_size"]["best_throughput_texts_per_s"]
     assert headline["Best throughput"].startswith(fmt(best) + " texts/s")
+
+    assert set(summary["studies"]) == set(STUDIES)
+    # a quick build profiles every study in one process: one set of hotspots, shared
+    hotspots = study["hotspots"]
+    rows = hotspots["cpu_functions"] + hotspots["cpu_lines"] + hotspots["memory_lines"]
+    assert hotspots["cpu_lines"] and not [r for r in rows if "threading" in r["file"]]
+    assert {r["stage"] for r in hotspots["cpu_lines"]} & {"forward", "tokenize"}
+    assert summary["bottlenecks"]
+    assert {b["severity"] for b in summary["bottlenecks"]} <= {"high", "medium", "low"}
+
+    experiments = {e["name"]: e for e in json.loads(
+        (run_dir / "optimizations.json").read_text())["result"]["experiments"]}
+    assert experiments["bf16"]["status"] == "measured"
+    assert experiments["bf16"]["quality"]["cosine_mean"] > 0.999
+    assert experiments["compile"]["status"] == "skipped"  # not under --quick
+    best = summary["studies"]["optimizations"]["best"]
+    if best:
+        assert headline["Best configuration that keeps quality"].startswith(best["title"])

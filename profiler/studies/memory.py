@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,9 +48,12 @@ class MemoryStudy(Study):
 
     def run(self, ctx: StudyContext) -> dict[str, Any]:
         """Probe every batch size in its own process; profile one encode here for Scalene."""
-        points = measure_each(ctx.settings.batch_sizes, "batch {}",
-                              lambda size: probe(ctx, size),
-                              lambda p: f"peak +{p.peak_increase_mb:,.0f} MB")
+        sizes = probe_sizes(ctx.settings.batch_sizes, ctx.settings.quick)
+        # RSS is per process, so probes may overlap; running them together cuts the wait
+        with ThreadPoolExecutor(max_workers=3 if ctx.settings.quick else 2) as pool:
+            pending = {size: pool.submit(probe, ctx, size) for size in sizes}
+            points = measure_each(sizes, "batch {}", lambda size: pending[size].result(),
+                                  lambda p: f"peak +{p.peak_increase_mb:,.0f} MB")
         largest = max(ctx.settings.batch_sizes)
         with ctx.profiling.on():  # Scalene's memory view of the biggest batch's encode
             ctx.model.encode(workload(ctx, largest), batch_size=largest)
@@ -68,6 +72,14 @@ class MemoryStudy(Study):
                 "largest_peak_rss_mb": largest["peak_rss_mb"],
                 "largest_peak_increase_mb": largest["peak_increase_mb"],
                 "mb_per_text": fit["slope"] if fit else None}
+
+
+def probe_sizes(sizes: tuple[int, ...], quick: bool) -> tuple[int, ...]:
+    """Every batch size; under --quick only the smallest, a middle one and the largest."""
+    ordered = tuple(sorted(sizes))
+    if not quick or len(ordered) <= 3:
+        return sizes
+    return (ordered[0], ordered[len(ordered) // 2], ordered[-1])
 
 
 def workload(ctx: StudyContext, batch_size: int) -> list[str]:

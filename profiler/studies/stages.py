@@ -79,7 +79,7 @@ def measure_stages(ctx: StudyContext, batch_size: int) -> StagePoint:
     count = max(ctx.settings.timing.texts_per_repeat, batch_size)
     texts = [ctx.texts[i % len(ctx.texts)] for i in range(count - count % batch_size)]
     batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
-    repeats = max(2, ctx.settings.timing.min_repeats // 2)
+    repeats = max(1, ctx.settings.timing.min_repeats // 2)
     encode_in_stages(ctx, batches[0])  # warm-up
     laps: dict[str, list[float]] = {stage: [] for stage in STAGES}
     encode_ms: list[float] = []
