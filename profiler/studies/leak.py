@@ -7,6 +7,7 @@ the line is fitted only over the last half of the measured ones.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import math
 from dataclasses import asdict, dataclass
@@ -62,11 +63,25 @@ class LeakStudy(Study):
 
 
 def iterate(ctx: StudyContext, texts: list[str], batch_size: int) -> float:
-    """Encode the texts once, drop the result, collect garbage; return RSS in MB."""
+    """Encode the texts once, drop the result, free what was freed; return RSS in MB."""
     ctx.model.encode(texts, batch_size=batch_size, show_progress_bar=False,
                      convert_to_numpy=True)
     gc.collect()
+    release_free_memory()
     return rss_mb()
+
+
+def release_free_memory() -> None:
+    """Hand glibc's free heap back to the kernel, so RSS tracks live memory, not the allocator.
+
+    Without it RSS swings by tens of MB between identical iterations as large buffers come and
+    go, and only a leak bigger than that swing could show. A no-op off glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.malloc_trim(0)
 
 
 def judge(rss: list[float], threshold_mb: float) -> LeakVerdict:
