@@ -49,7 +49,11 @@ def test_baseline_and_bf16_rows(tiny_model: Path) -> None:
     result = OptimizationsStudy().run(_context(tiny_model, experiments=("bf16", "max_seq")))
     rows = {e["name"]: e for e in result["experiments"]}
     base, bf16 = rows["fp32"], rows["bf16"]
-    assert base["status"] == "measured" and base["speedup"] == pytest.approx(1.0)
+    assert base["status"] == "measured" and result["baseline_drift"] > 0
+    # the baseline is compared with itself timed twice: first run's median over both runs'
+    first = base["throughput_texts_per_s"]["median"]
+    assert base["speedup"] == pytest.approx(first * bf16["speedup"]
+                                            / bf16["throughput_texts_per_s"]["median"])
     assert base["quality"]["cosine_mean"] == pytest.approx(1.0)
     assert base["quality"]["neighbour_overlap_mean"] == pytest.approx(1.0)
     assert bf16["status"] == "measured"
@@ -139,3 +143,23 @@ def test_bad_experiment_settings_are_one_line_errors(tiny_project: Path, tiny_mo
     assert done.returncode != 0
     assert done.stderr.startswith(message) and done.stderr.count("\n") == 1
     assert not (tiny_project / "data" / "runs").exists()
+
+
+def test_no_baseline_means_no_comparison(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import profiler.studies.optimizations as study
+
+    def broken_baseline(_: StudyContext) -> object:
+        raise RuntimeError("out of memory")
+
+    real = study.variants
+
+    def with_broken_baseline(threads: int) -> list[Variant]:
+        found = real(threads)
+        found[0] = Variant("fp32", "fp32 baseline", "none", "", broken_baseline)
+        return found
+
+    monkeypatch.setattr(study, "variants", with_broken_baseline)
+    result = OptimizationsStudy().run(_context(tiny_model, experiments=("bf16",)))
+    base, bf16 = result["experiments"]
+    assert base["status"] == "failed" and "out of memory" in base["reason"]
+    assert bf16["status"] == "skipped" and "baseline" in bf16["reason"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from profiler.measure.stats import Stats, summarize
 from profiler.measure.timing import RepeatPlan, repeat, synchronize
 from profiler.storage import read_json
 from profiler.studies.base import Study, StudyContext, emit
-from profiler.variants import Encode, Skip, Variant, variants
+from profiler.variants import Encode, Skip, Variant, baseline, variants
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,16 @@ class OptimizationsStudy(Study):
         results: list[Experiment] = []
         for index, variant in enumerate(chosen):
             emit("config", label=variant.title, index=index, total=len(chosen))
-            results.append(run_variant(ctx, variant, bench))
+            if results and results[0].status != "measured":  # nothing to compare with
+                results.append(Experiment(**_base(variant), status="skipped",
+                                          reason="the fp32 baseline could not be measured"))
+            else:
+                results.append(run_variant(ctx, variant, bench))
             emit("done", label=variant.title, summary=_summary(results[-1]))
-        return {"batch_size": bench.batch_size, "texts_per_repeat": bench.texts,
+        drift = remeasure_baseline(ctx, bench) if results[0].status == "measured" else None
+        results = [with_speedup(r, bench) for r in results]
+        return {"batch_size": bench.batch_size, "baseline_drift": drift,
+                "texts_per_repeat": bench.texts,
                 "quality_texts": len(bench.quality_texts), "baseline": "fp32",
                 "quality_threshold": ctx.settings.quality_threshold,
                 "peaks": [p.to_dict() for p in peaks], "cpu_flags": cpu_flags(),
@@ -164,6 +171,33 @@ def run_variant(ctx: StudyContext, variant: Variant, bench: Bench) -> Experiment
     return measured(ctx, variant, bench, seconds, memory, setup_s, embeddings)
 
 
+def remeasure_baseline(ctx: StudyContext, bench: Bench) -> float:
+    """Time fp32 again after every variant; pool both runs so drift widens every interval.
+
+    Returns the end run's median over the first run's: how far the machine drifted.
+    """
+    emit("config", label="fp32 baseline, again", index=0, total=1)
+    with baseline(ctx) as encode:
+        seconds, _ = time_variant(ctx, encode, bench)
+    assert bench.base_samples is not None
+    again = [bench.texts / s for s in seconds]
+    drift = float(np.median(again) / np.median(bench.base_samples))
+    bench.base_samples = [*bench.base_samples, *again]
+    emit("done", label="fp32 baseline, again", summary=f"drift {drift:.2f}x")
+    return drift
+
+
+def with_speedup(experiment: Experiment, bench: Bench) -> Experiment:
+    """Fill in speedup and its interval against the pooled baseline samples."""
+    if experiment.throughput_texts_per_s is None or bench.base_samples is None:
+        return experiment
+    samples = experiment.throughput_texts_per_s.samples
+    return replace(experiment,
+                   speedup=experiment.throughput_texts_per_s.median
+                   / float(np.median(bench.base_samples)),
+                   speedup_ci95=speedup_interval(bench.base_samples, samples))
+
+
 def time_variant(ctx: StudyContext, encode: Encode, bench: Bench) -> tuple[list[float], float]:
     """Time whole repeats of the workload, batch by batch; return seconds and peak increase."""
     def one_repeat() -> float:
@@ -191,8 +225,7 @@ def measured(ctx: StudyContext, variant: Variant, bench: Bench, seconds: list[fl
     peak = bench.peaks.get(variant.peak_dtype)  # no int8 matmul peak is measured: no share
     return Experiment(
         **_base(variant), status="measured", throughput_texts_per_s=stats,
-        speedup=stats.median / float(np.median(bench.base_samples)),
-        speedup_ci95=speedup_interval(bench.base_samples, throughput),
+        speedup=stats.median / float(np.median(bench.base_samples)),  # final: with_speedup
         quality=measure_quality(bench.reference, embeddings).to_dict(),
         peak_rss_increase_mb=memory_mb, setup_s=setup_s, gflops_per_s=gflops,
         peak_dtype=variant.peak_dtype, peak_pct=100 * gflops / peak if peak else None)
