@@ -58,6 +58,7 @@ class StagesStudy(Study):
 
     def run(self, ctx: StudyContext) -> dict[str, Any]:
         """Time each stage over the workload at every batch size."""
+        encode_in_stages(ctx, ctx.texts[:ctx.settings.batch_sizes[0]])  # first-call costs
         points = measure_each(ctx.settings.batch_sizes, "batch {}",
                               lambda size: measure_stages(ctx, size),
                               lambda p: f"forward {100 * p.stage_share['forward']:.0f}%")
@@ -80,7 +81,9 @@ def measure_stages(ctx: StudyContext, batch_size: int) -> StagePoint:
     texts = [ctx.texts[i % len(ctx.texts)] for i in range(count - count % batch_size)]
     batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
     repeats = max(1, ctx.settings.timing.min_repeats // 2)
-    encode_in_stages(ctx, batches[0])  # warm-up
+    # the study warms the model up once; full builds also warm up each new batch shape
+    for _ in range(ctx.settings.timing.warmup_repeats - 1):
+        encode_in_stages(ctx, batches[0])
     laps: dict[str, list[float]] = {stage: [] for stage in STAGES}
     encode_ms: list[float] = []
     for n in range(repeats):
