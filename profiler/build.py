@@ -122,38 +122,41 @@ def _run_group(staging: Path, studies: list[str], use_scalene: bool,
         raise ProfilerError(f"study {','.join(studies)} failed ({exc}); log: {log}") from None
     for study in studies:
         partial = staging / f"{study}.partial.json"
-        payload = read_json(partial)
-        payload.pop("schema_version")
-        write_json(staging / f"{study}.json",
-                   {**payload, "wall_s": time.perf_counter() - started,
-                    "scalene": outcome.to_dict(), "hotspots": None})
+        _update_study(staging / f"{study}.json", read_json(partial),
+                      wall_s=time.perf_counter() - started, scalene=outcome.to_dict(),
+                      hotspots=None)
         partial.unlink()
+
+
+def _update_study(path: Path, payload: dict[str, Any], **fields: Any) -> None:
+    """Write a study's JSON from `payload` with `fields` set (schema_version is write_json's)."""
+    payload.pop("schema_version", None)
+    write_json(path, {**payload, **fields})
 
 
 def _finish_profiles(staging: Path, studies: list[str], html: bool,
                      on_event: EventHandler) -> None:
     """Reduce every raw profile once all timing is done, two at a time."""
-    owners: dict[str, list[str]] = {}
+    owners: dict[str, list[str]] = {}  # raw profile -> the studies it covers
+    outcomes: dict[str, dict[str, Any]] = {}
     for study in studies:
-        profile = read_json(staging / f"{study}.json")["scalene"]["profile"]
-        if profile:
-            owners.setdefault(profile, []).append(study)
+        outcome = read_json(staging / f"{study}.json")["scalene"]
+        if outcome["profile"]:
+            owners.setdefault(outcome["profile"], []).append(study)
+            outcomes[outcome["profile"]] = outcome
     if not owners:
         return
     on_event({"event": "study", "study": "profiles", "title": "Scalene profiles"})
     on_event({"event": "config", "label": f"hotspots of {len(owners)} profile(s)", "index": 0,
               "total": 1})
-    outcomes = [read_json(staging / f"{names[0]}.json")["scalene"] for names in owners.values()]
     spawn = multiprocessing.get_context("spawn")  # the parent runs a display thread: no fork
     with ProcessPoolExecutor(max_workers=2, mp_context=spawn) as pool:
-        finished = list(pool.map(finish_profile, [staging] * len(owners), outcomes,
-                                 [html] * len(owners)))
+        finished = list(pool.map(finish_profile, [staging] * len(owners),
+                                 list(outcomes.values()), [html] * len(owners)))
     for names, (hotspots, outcome) in zip(owners.values(), finished, strict=True):
         for study in names:
-            payload = read_json(staging / f"{study}.json")
-            payload.pop("schema_version")
-            write_json(staging / f"{study}.json",
-                       {**payload, "scalene": outcome, "hotspots": hotspots})
+            path = staging / f"{study}.json"
+            _update_study(path, read_json(path), scalene=outcome, hotspots=hotspots)
     on_event({"event": "done", "label": "hotspots", "summary": f"{len(owners)} profile(s)"})
 
 
@@ -176,17 +179,17 @@ def summarize_run(run_dir: Path, studies: list[str], profiles_s: float = 0.0) ->
     """Collect each study's headline figures into summary.json's payload."""
     config = read_json(run_dir / "config.json")
     results = {name: read_json(run_dir / f"{name}.json") for name in studies}
+    measured = {name: r["result"] for name, r in results.items()}
     model = next(iter(results.values()))["model"] if results else None
     return {
         "run_id": config["run_id"], "created": config["created"], "complete": True,
         "model": model, "device": config["device"], "corpus": config["corpus"],
-        "studies": {name: STUDIES[name].headline(r["result"]) for name, r in results.items()},
+        "studies": {name: STUDIES[name].headline(result) for name, result in measured.items()},
         "scalene": {name: r["scalene"]["status"] for name, r in results.items()},
         "seconds": {**{name: r.get("wall_s") for name, r in results.items()},
                     "profiles": profiles_s},
-        "bottlenecks": [b.to_dict() for b in find_bottlenecks(
-            {name: r["result"] for name, r in results.items()})],
-        **advice({name: r["result"] for name, r in results.items()}),
+        "bottlenecks": [b.to_dict() for b in find_bottlenecks(measured)],
+        **advice(measured),
     }
 
 

@@ -136,14 +136,15 @@ def load_model(source: ModelSource, device: str) -> tuple[SentenceTransformer, M
     first = next(model.parameters())
     info = ModelInfo(
         name=source.requested, path=source.path, origin=source.origin,
-        embedding_dim=int(_embedding_dim(model)),
+        embedding_dim=embedding_dim(model),
         max_seq_length=int(model.max_seq_length or 0),
         parameters=sum(p.numel() for p in model.parameters()),
         dtype=str(first.dtype).removeprefix("torch."), device=device)
     return model, info
 
 
-def _embedding_dim(model: SentenceTransformer) -> int:
+def embedding_dim(model: SentenceTransformer) -> int:
+    """Return the sentence embedding size under either sentence-transformers method name."""
     getter = getattr(model, "get_embedding_dimension", None)
     dim = getter() if getter else model.get_sentence_embedding_dimension()
     return int(dim or 0)

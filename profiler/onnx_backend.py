@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from profiler.errors import ProfilerError
+from profiler.model import embedding_dim
 
 if TYPE_CHECKING:
     import numpy as np
@@ -246,7 +247,7 @@ class OnnxEncoder:
         import numpy as np
 
         if not texts:
-            return np.zeros((0, _embedding_dim(self.model)), np.float32)
+            return np.zeros((0, embedding_dim(self.model)), np.float32)
         order = np.argsort([-len(text) for text in texts])  # as model.encode: less padding
         batches = [self._encode_batch([texts[i] for i in order[start:start + batch_size]])
                    for start in range(0, len(texts), batch_size)]
@@ -276,9 +277,3 @@ def _tokenize(model: SentenceTransformer, texts: list[str]) -> dict[str, Any]:
     """Tokenize as `model.encode` does (`preprocess` since sentence-transformers 6)."""
     preprocess = getattr(model, "preprocess", None) or model.tokenize
     return preprocess(texts)
-
-
-def _embedding_dim(model: SentenceTransformer) -> int:
-    """Return the sentence embedding size under either sentence-transformers method name."""
-    method = getattr(model, "get_embedding_dimension", None)
-    return (method or model.get_sentence_embedding_dimension)() or 0

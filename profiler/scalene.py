@@ -104,15 +104,18 @@ def finish_profile(staging: Path, outcome: dict[str, Any],
 
     Returns the hotspots and the updated Scalene outcome, both as plain data.
     """
-    from profiler.analysis.hotspots import load_profile, reduce_profile, standalone_html
+    from profiler.analysis.hotspots import load_profile, reduce_profile, write_standalone
     from profiler.storage import gzip_file
 
     raw = staging / outcome["profile"]
+    page = None
     try:
-        hotspots = reduce_profile(load_profile(raw))
-    except (ValueError, KeyError, TypeError) as exc:  # a profile Scalene left half-written
+        profile = load_profile(raw)
+        hotspots = reduce_profile(profile)
+    except (ValueError, KeyError, TypeError, EOFError) as exc:  # Scalene left it half-written
         hotspots = {"error": f"could not read the Scalene profile: {exc}"}
-    page = standalone_html(raw, raw.with_suffix(".html")) if html else None
+    else:
+        page = write_standalone(profile, raw.with_suffix(".html")) if html else None
     gzip_file(raw, raw.with_suffix(".json.gz"))
     raw.unlink()
     return hotspots, {**outcome, "profile": outcome["profile"] + ".gz",

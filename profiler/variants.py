@@ -43,8 +43,8 @@ class Variant:
     @property
     def family(self) -> str:
         """The name users select experiments by: threads_2 and threads_4 are both `threads`."""
-        return self.name.rsplit("_", 1)[0] if self.name[-1].isdigit() and \
-            self.name.startswith(("threads_", "max_seq_")) else self.name
+        return next((f for f in ("threads", "max_seq") if self.name.startswith(f + "_")),
+                    self.name)
 
 
 def model_encode(model: Any) -> Encode:
@@ -175,11 +175,10 @@ def _skip(reason: str) -> Callable[[StudyContext], Any]:
     return build
 
 
-def openvino_reason() -> str:
-    """Why the OpenVINO backend is not measured here, when it is not."""
-    return ("OpenVINO needs optimum-intel, whose releases pin torch and transformers to versions "
-            "other than the ones installed; install `sentence-transformers[openvino]` in a "
-            "separate environment to try it")
+# Why the OpenVINO backend is not measured: it cannot be installed next to these versions.
+OPENVINO_REASON = ("OpenVINO needs optimum-intel, whose releases pin torch and transformers to "
+                   "versions other than the ones installed; install "
+                   "`sentence-transformers[openvino]` in a separate environment to try it")
 
 
 ONNX_SNIPPET = """\
@@ -231,7 +230,7 @@ def variants(threads: int) -> list[Variant]:
         Variant("onnx_int8", "ONNX Runtime dynamic int8", "an export step",
                 onnx_int8_snippet(), onnx(quantize=True), peak_dtype="int8"),
         Variant("openvino", "OpenVINO", "an export step", f'{name}, backend="openvino")',
-                _skip(openvino_reason())),
+                _skip(OPENVINO_REASON)),
         *(Variant(f"threads_{n}", f"{n} thread{'s' if n > 1 else ''}", "one line",
                   f"torch.set_num_threads({n})", with_threads(n)) for n in range(1, threads)),
         *(Variant(f"max_seq_{n}", f"max_seq_length {n}", "one line",

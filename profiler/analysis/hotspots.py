@@ -57,6 +57,7 @@ EXCLUDED_WHY = {
 }
 STDLIB_PATH = re.compile(r"/lib/python\d+(\.\d+)?t?/(?!site-packages/|dist-packages/)")
 # Greedy: the match ends at the last package root in the path.
+LOCAL_STDLIB = sysconfig.get_paths()["stdlib"].replace("\\", "/").rstrip("/") + "/"
 PACKAGE_ROOT = re.compile(r".*/(site-packages|dist-packages|lib/python\d+(\.\d+)?t?)/")
 HEADER = re.compile(r"\s*(?:async\s+)?(def|class)\s+(\w+)")
 IMPORT_LINE = re.compile(r"(import\s|from\s+\S+\s+import\b)")
@@ -104,13 +105,10 @@ def load_profile(path: Path) -> dict[str, Any]:
     """Read a Scalene JSON profile, gzipped or plain."""
     with path.open("rb") as stream:
         gzipped = stream.read(2) == GZIP_MAGIC
-    if gzipped:
-        with gzip.open(path, "rt", encoding="utf-8") as stream:
-            profile: dict[str, Any] = json.load(stream)
-            return profile
-    with path.open(encoding="utf-8") as stream:
-        profile = json.load(stream)
-        return profile
+    with (gzip.open(path, "rt", encoding="utf-8") if gzipped
+          else path.open(encoding="utf-8")) as stream:
+        profile: dict[str, Any] = json.load(stream)
+    return profile
 
 
 def stage_of(path: str, name: str) -> str:
@@ -146,7 +144,7 @@ def exclusion_reason(hotspot: Hotspot, import_time: bool = False) -> str | None:
 
 def is_stdlib(path: str) -> bool:
     """Whether `path` is Python's standard library (or frozen import machinery)."""
-    stdlib = sysconfig.get_paths()["stdlib"].replace("\\", "/").rstrip("/") + "/"
+    stdlib = LOCAL_STDLIB
     in_local_stdlib = path.startswith(stdlib) and "-packages/" not in path[len(stdlib):]
     return path.startswith("<frozen ") or in_local_stdlib or bool(STDLIB_PATH.search(path))
 
@@ -327,8 +325,19 @@ def excluded(left_out: list[tuple[Hotspot, str]]) -> dict[str, Any]:
 
 def standalone_html(profile_json: Path, out_html: Path, max_mb: float = 5.0) -> Path | None:
     """Write Scalene's own viewer with the profile as one offline HTML file; None if not."""
+    try:
+        profile = load_profile(profile_json)
+    except (OSError, EOFError, ValueError):
+        out_html.unlink(missing_ok=True)
+        return None
+    return write_standalone(profile, out_html, max_mb)
+
+
+def write_standalone(profile: dict[str, Any], out_html: Path,
+                     max_mb: float = 5.0) -> Path | None:
+    """Write Scalene's viewer for a loaded profile; None if it fails or exceeds `max_mb`."""
     with tempfile.TemporaryDirectory(prefix="scalene-view-") as tmp:
-        page = render_standalone(profile_json, Path(tmp))
+        page = render_standalone(profile, Path(tmp))
         if page is None or page.stat().st_size > max_mb * MB:
             out_html.unlink(missing_ok=True)  # never leave an older profile's page behind
             return None
@@ -337,12 +346,8 @@ def standalone_html(profile_json: Path, out_html: Path, max_mb: float = 5.0) -> 
     return out_html
 
 
-def render_standalone(profile_json: Path, work: Path) -> Path | None:
+def render_standalone(profile: dict[str, Any], work: Path) -> Path | None:
     """Run `scalene view --standalone` in `work`; return the page, or None if it failed."""
-    try:
-        profile = load_profile(profile_json)
-    except (OSError, EOFError, ValueError):
-        return None
     # Scalene embeds the JSON text verbatim and its own files are indented: compact is half.
     (work / "profile.json").write_text(json.dumps(slim_profile(profile), separators=(",", ":")),
                                        encoding="utf-8")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
+from profiler.measure.stats import speedup_interval
 
 Result = dict[str, Any]
 
@@ -50,18 +50,6 @@ class Recommendation:
 def priority_of(lossless: bool, effort: str) -> str:
     """Map whether a change keeps quality, and how much work it is, to a priority."""
     return (LOSSLESS_PRIORITY if lossless else LOSSY_PRIORITY).get(effort, "long term")
-
-
-def speedup_interval(base_samples: list[float], samples: list[float], rounds: int = 2000,
-                     seed: int = 0) -> tuple[float, float]:
-    """Bootstrap a 95% interval of median(samples) / median(base_samples)."""
-    if not base_samples or not samples or rounds < 1 or min(base_samples) <= 0:
-        raise ValueError("a speedup interval needs positive base samples, samples and rounds")
-    rng = np.random.default_rng(seed)
-    base = rng.choice(np.asarray(base_samples, dtype=float), size=(rounds, len(base_samples)))
-    new = rng.choice(np.asarray(samples, dtype=float), size=(rounds, len(samples)))
-    low, high = np.percentile(np.median(new, axis=1) / np.median(base, axis=1), [2.5, 97.5])
-    return float(low), float(high)
 
 
 def recommend(optimizations: Result, batch_size: Result | None = None) -> list[Recommendation]:

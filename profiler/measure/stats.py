@@ -41,3 +41,15 @@ def summarize(samples: list[float]) -> Stats:
                  min=float(values.min()), max=float(values.max()), stdev=stdev,
                  cv=stdev / mean if mean else 0.0, p50=p50, p95=p95, p99=p99,
                  samples=[float(x) for x in values])
+
+
+def speedup_interval(base_samples: list[float], samples: list[float], rounds: int = 2000,
+                     seed: int = 0) -> tuple[float, float]:
+    """Bootstrap a 95% interval of median(samples) / median(base_samples)."""
+    if not base_samples or not samples or rounds < 1 or min(base_samples) <= 0:
+        raise ValueError("a speedup interval needs positive base samples, samples and rounds")
+    rng = np.random.default_rng(seed)
+    base = rng.choice(np.asarray(base_samples, dtype=float), size=(rounds, len(base_samples)))
+    new = rng.choice(np.asarray(samples, dtype=float), size=(rounds, len(samples)))
+    low, high = np.percentile(np.median(new, axis=1) / np.median(base, axis=1), [2.5, 97.5])
+    return float(low), float(high)

@@ -85,6 +85,10 @@ class StudyContext:
         """The device the model runs on."""
         return self.info.device
 
+    def cycled(self, count: int) -> list[str]:
+        """The first `count` corpus texts, starting over at the top when the corpus runs out."""
+        return [self.texts[i % len(self.texts)] for i in range(count)]
+
 
 class Study(ABC):
     """A study measures one axis of the model's behaviour and returns JSON-ready results."""

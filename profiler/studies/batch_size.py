@@ -45,7 +45,7 @@ class Workload:
 
     def __init__(self, ctx: StudyContext, batch_size: int) -> None:
         count = math.ceil(max(ctx.settings.timing.texts_per_repeat, batch_size) / batch_size)
-        texts = [ctx.texts[i % len(ctx.texts)] for i in range(count * batch_size)]
+        texts = ctx.cycled(count * batch_size)
         self.ctx, self.batch_size = ctx, batch_size
         self.batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
         self.texts = len(texts)

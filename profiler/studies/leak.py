@@ -37,7 +37,7 @@ class LeakStudy(Study):
     def run(self, ctx: StudyContext) -> dict[str, Any]:
         """Warm up, measure RSS after every iteration, fit, then profile a few for Scalene."""
         timing = ctx.settings.timing
-        texts = [ctx.texts[i % len(ctx.texts)] for i in range(timing.leak_texts)]
+        texts = ctx.cycled(timing.leak_texts)
         size = min(ctx.settings.length_batch_size, len(texts))
         emit("config", label=f"{timing.leak_iterations} iterations of {len(texts)} texts",
              index=0, total=1)

@@ -7,7 +7,6 @@ cannot hide inside another's high-water mark.
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -15,6 +14,7 @@ from typing import Any
 
 from profiler.measure.fit import LinearFit, linear_fit
 from profiler.studies.base import Study, StudyContext, measure_each, plain_python
+from profiler.studies.batch_size import Workload
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,6 @@ class MemoryPoint:
     sample_rate_hz: float
     encode_s: float
     cuda_memory_mb: dict[str, float] | None
-
-    @property
-    def model_mb(self) -> float:
-        """What loading the model added to RSS."""
-        return self.rss_after_load_mb - self.rss_before_load_mb
 
 
 class MemoryStudy(Study):
@@ -83,9 +78,8 @@ def probe_sizes(sizes: tuple[int, ...], quick: bool) -> tuple[int, ...]:
 
 
 def workload(ctx: StudyContext, batch_size: int) -> list[str]:
-    """The texts one probe encodes: whole batches cycled from the corpus."""
-    batches = math.ceil(max(ctx.settings.timing.texts_per_repeat, batch_size) / batch_size)
-    return [ctx.texts[i % len(ctx.texts)] for i in range(batches * batch_size)]
+    """The texts one probe encodes: the batch-size study's workload at this size."""
+    return [text for batch in Workload(ctx, batch_size).batches for text in batch]
 
 
 def probe(ctx: StudyContext, batch_size: int) -> MemoryPoint:

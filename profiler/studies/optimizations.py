@@ -6,7 +6,6 @@ recommended size; its embeddings of the corpus are compared with the fp32 baseli
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -14,14 +13,14 @@ from typing import Any
 import numpy as np
 
 from profiler.analysis.quality import measure_quality
-from profiler.analysis.recommendations import speedup_interval
 from profiler.measure.flops import batch_flops, model_config
 from profiler.measure.memory import PeakRss
 from profiler.measure.peak import Peak, cpu_flags, measure_peak, peak_dtypes
-from profiler.measure.stats import Stats, summarize
+from profiler.measure.stats import Stats, speedup_interval, summarize
 from profiler.measure.timing import RepeatPlan, repeat, synchronize
 from profiler.storage import read_json
 from profiler.studies.base import Study, StudyContext, emit
+from profiler.studies.batch_size import Workload
 from profiler.variants import Encode, Skip, Variant, baseline, variants
 
 
@@ -53,6 +52,7 @@ class Bench:
 
     batch_size: int
     batches: list[list[str]]
+    longest: list[int]  # each batch's longest text in tokens, before truncation
     quality_texts: list[str]
     plan: RepeatPlan
     peaks: dict[str, float]
@@ -74,8 +74,10 @@ class OptimizationsStudy(Study):
     def run(self, ctx: StudyContext) -> dict[str, Any]:
         """Measure the machine's peak, then every selected variant, baseline first."""
         peaks = measure_peaks(ctx)
-        bench = make_bench(ctx, recommended_batch_size(ctx), {p.dtype: p.best_gflops
-                                                              for p in peaks})
+        batch_study = earlier_batch_study(ctx)
+        size = batch_study["recommended_batch_size"] if batch_study else \
+            ctx.settings.length_batch_size
+        bench = make_bench(ctx, size, {p.dtype: p.best_gflops for p in peaks})
         chosen = selected_variants(ctx)
         results: list[Experiment] = []
         for index, variant in enumerate(chosen):
@@ -85,7 +87,7 @@ class OptimizationsStudy(Study):
                                           reason="the fp32 baseline could not be measured"))
             else:
                 results.append(run_variant(ctx, variant, bench))
-            emit("done", label=variant.title, summary=_summary(results[-1]))
+            emit("done", label=variant.title, summary=_summary(results[-1], bench))
         drift = remeasure_baseline(ctx, bench) if results[0].status == "measured" else None
         results = [with_speedup(r, bench) for r in results]
         return {"batch_size": bench.batch_size, "baseline_drift": drift,
@@ -94,7 +96,7 @@ class OptimizationsStudy(Study):
                 "quality_threshold": ctx.settings.quality_threshold,
                 "peaks": [p.to_dict() for p in peaks], "cpu_flags": cpu_flags(),
                 "experiments": [asdict(r) for r in results],
-                "batch_efficiency": batch_efficiency(ctx, bench.peaks)}
+                "batch_efficiency": batch_efficiency(ctx, batch_study, bench.peaks)}
 
     @staticmethod
     def headline(result: dict[str, Any]) -> dict[str, Any]:
@@ -106,10 +108,10 @@ class OptimizationsStudy(Study):
                 "skipped": sum(e["status"] != "measured" for e in result["experiments"])}
 
 
-def _summary(experiment: Experiment) -> str:
-    if experiment.status != "measured":
+def _summary(experiment: Experiment, bench: Bench) -> str:
+    if experiment.throughput_texts_per_s is None or not bench.base_samples:
         return experiment.status
-    return f"{experiment.speedup:.2f}x"
+    return f"{experiment.throughput_texts_per_s.median / np.median(bench.base_samples):.2f}x"
 
 
 def measure_peaks(ctx: StudyContext) -> list[Peak]:
@@ -121,22 +123,19 @@ def measure_peaks(ctx: StudyContext) -> list[Peak]:
     return [p for p in found if p is not None]
 
 
-def recommended_batch_size(ctx: StudyContext) -> int:
-    """The batch-size study's recommendation in this run, else `length_batch_size`."""
-    result = ctx.run_dir / "batch_size.json" if ctx.run_dir else None
-    if result and result.is_file():
-        return int(read_json(result)["result"]["recommended_batch_size"])
-    return ctx.settings.length_batch_size
+def earlier_batch_study(ctx: StudyContext) -> dict[str, Any] | None:
+    """This run's batch-size result, when that study ran before this one."""
+    path = ctx.run_dir / "batch_size.json" if ctx.run_dir else None
+    return read_json(path)["result"] if path and path.is_file() else None
 
 
 def make_bench(ctx: StudyContext, batch_size: int, peaks: dict[str, float]) -> Bench:
-    """Cut the workload into batches; take the quality texts from the corpus."""
+    """Take the batch-size study's workload at this size, and the quality texts."""
     timing = ctx.settings.timing
-    count = batch_size * math.ceil(max(timing.texts_per_repeat, batch_size) / batch_size)
-    texts = [ctx.texts[i % len(ctx.texts)] for i in range(count)]
+    batches = Workload(ctx, batch_size).batches
     plan = RepeatPlan(warmup=1, min_time_s=timing.min_time_s / 2,
                       min_repeats=max(2, timing.min_repeats - 2), max_repeats=timing.max_repeats)
-    return Bench(batch_size, [texts[i:i + batch_size] for i in range(0, count, batch_size)],
+    return Bench(batch_size, batches, longest_tokens(ctx, batches),
                  ctx.texts[:timing.quality_texts], plan, peaks)
 
 
@@ -160,10 +159,6 @@ def run_variant(ctx: StudyContext, variant: Variant, bench: Bench) -> Experiment
             setup_s = time.perf_counter() - started
             seconds, memory = time_variant(ctx, encode, bench)
             embeddings = encode(bench.quality_texts, bench.batch_size)
-            if variant.name == "fp32":
-                with ctx.profiling.on():  # Scalene's view of the baseline: one more repeat
-                    for batch in bench.batches:
-                        encode(batch, bench.batch_size)
     except Skip as skip:
         return Experiment(**base, status="skipped", reason=str(skip))
     except Exception as exc:  # a user's model may not export or compile: report, go on
@@ -179,6 +174,9 @@ def remeasure_baseline(ctx: StudyContext, bench: Bench) -> float:
     emit("config", label="fp32 baseline, again", index=0, total=1)
     with baseline(ctx) as encode:
         seconds, _ = time_variant(ctx, encode, bench)
+        with ctx.profiling.on():  # Scalene's view of the baseline: one more repeat
+            for batch in bench.batches:
+                encode(batch, bench.batch_size)
     assert bench.base_samples is not None
     again = [bench.texts / s for s in seconds]
     drift = float(np.median(again) / np.median(bench.base_samples))
@@ -219,44 +217,44 @@ def measured(ctx: StudyContext, variant: Variant, bench: Bench, seconds: list[fl
     throughput = [bench.texts / s for s in seconds]
     if bench.reference is None:  # the baseline runs first and is everyone's reference
         bench.reference, bench.base_samples = embeddings, throughput
-    assert bench.base_samples is not None
     stats = summarize(throughput)
-    gflops = workload_flops(ctx, bench, variant.max_seq_length) * stats.median / bench.texts / 1e9
+    flops = padded_flops(ctx, bench.batches, bench.longest, variant.max_seq_length)
+    gflops = flops * stats.median / bench.texts / 1e9
     peak = bench.peaks.get(variant.peak_dtype)  # no int8 matmul peak is measured: no share
     return Experiment(
         **_base(variant), status="measured", throughput_texts_per_s=stats,
-        speedup=stats.median / float(np.median(bench.base_samples)),  # final: with_speedup
         quality=measure_quality(bench.reference, embeddings).to_dict(),
         peak_rss_increase_mb=memory_mb, setup_s=setup_s, gflops_per_s=gflops,
         peak_dtype=variant.peak_dtype, peak_pct=100 * gflops / peak if peak else None)
 
 
-def workload_flops(ctx: StudyContext, bench: Bench, max_seq_length: int | None) -> float:
-    """FLOPs of one repeat: every batch padded to its longest text, truncated at the limit."""
-    return flops_of(ctx, bench.batches, max_seq_length)
+def longest_tokens(ctx: StudyContext, batches: list[list[str]]) -> list[int]:
+    """Each batch's longest text in tokens: the length the batch is padded to."""
+    tokenizer = ctx.model.tokenizer
+    return [max(len(ids) for ids in tokenizer(batch)["input_ids"]) for batch in batches]
+
+
+def padded_flops(ctx: StudyContext, batches: list[list[str]], longest: list[int],
+                 max_seq_length: int | None) -> float:
+    """FLOPs the transformer spends on these batches, padding included, after truncation."""
+    limit = max_seq_length or ctx.info.max_seq_length
+    config = model_config(ctx.model)
+    return sum(batch_flops(config, len(batch), min(tokens, limit))
+               for batch, tokens in zip(batches, longest, strict=True))
 
 
 def flops_of(ctx: StudyContext, batches: list[list[str]], max_seq_length: int | None) -> float:
     """FLOPs the transformer spends on these batches, padding included."""
-    limit = max_seq_length or ctx.info.max_seq_length
-    config = model_config(ctx.model)
-    tokenizer = ctx.model.tokenizer
-    total = 0.0
-    for batch in batches:
-        longest = max(len(ids) for ids in tokenizer(batch)["input_ids"])
-        total += batch_flops(config, len(batch), min(longest, limit))
-    return total
+    return padded_flops(ctx, batches, longest_tokens(ctx, batches), max_seq_length)
 
 
-def batch_efficiency(ctx: StudyContext, peaks: dict[str, float]) -> list[dict[str, Any]]:
+def batch_efficiency(ctx: StudyContext, batch_study: dict[str, Any] | None,
+                     peaks: dict[str, float]) -> list[dict[str, Any]]:
     """Achieved GFLOP/s and % of the fp32 peak for each point of this run's batch-size study."""
-    path = ctx.run_dir / "batch_size.json" if ctx.run_dir else None
-    if not (path and path.is_file() and "float32" in peaks):
+    if batch_study is None or "float32" not in peaks:
         return []
-    from profiler.studies.batch_size import Workload
-
     rows = []
-    for point in read_json(path)["result"]["points"]:
+    for point in batch_study["points"]:
         work = Workload(ctx, point["batch_size"])
         gflops = (flops_of(ctx, work.batches, None) * point["throughput_texts_per_s"]["median"]
                   / work.texts / 1e9)

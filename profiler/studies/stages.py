@@ -64,7 +64,7 @@ class StagesStudy(Study):
                               lambda p: f"forward {100 * p.stage_share['forward']:.0f}%")
         size = max(ctx.settings.batch_sizes)
         with ctx.profiling.on():  # Scalene's view of each stage at the largest batch size
-            encode_in_stages(ctx, [ctx.texts[i % len(ctx.texts)] for i in range(size)])
+            encode_in_stages(ctx, ctx.cycled(size))
         return {"stages": list(STAGES), "points": [asdict(p) for p in points]}
 
     @staticmethod
@@ -78,7 +78,7 @@ class StagesStudy(Study):
 def measure_stages(ctx: StudyContext, batch_size: int) -> StagePoint:
     """Time stages batch by batch for a few repeats, and plain `encode` on the same batches."""
     count = max(ctx.settings.timing.texts_per_repeat, batch_size)
-    texts = [ctx.texts[i % len(ctx.texts)] for i in range(count - count % batch_size)]
+    texts = ctx.cycled(count - count % batch_size)
     batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
     repeats = max(1, ctx.settings.timing.min_repeats // 2)
     # the study warms the model up once; full builds also warm up each new batch shape
