@@ -163,3 +163,18 @@ def test_no_baseline_means_no_comparison(tiny_model: Path, monkeypatch: pytest.M
     base, bf16 = result["experiments"]
     assert base["status"] == "failed" and "out of memory" in base["reason"]
     assert bf16["status"] == "skipped" and "baseline" in bf16["reason"]
+
+
+def test_a_quick_build_uses_the_batch_study_of_the_same_process(tiny_model: Path,
+                                                                tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from profiler.storage import write_json
+    from profiler.studies.optimizations import earlier_batch_study
+
+    ctx = replace(_context(tiny_model), run_dir=tmp_path)
+    assert earlier_batch_study(ctx) is None
+    write_json(tmp_path / "batch_size.partial.json",
+               {"study": "batch_size", "result": {"recommended_batch_size": 2, "points": []}})
+    study = earlier_batch_study(ctx)
+    assert study is not None and study["recommended_batch_size"] == 2

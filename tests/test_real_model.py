@@ -66,8 +66,9 @@ def test_quick_build_on_the_real_model(project: Path, vega_bundle: Path) -> None
     assert summary["bottlenecks"]
     assert {b["severity"] for b in summary["bottlenecks"]} <= {"high", "medium", "low"}
 
-    experiments = {e["name"]: e for e in json.loads(
-        (run_dir / "optimizations.json").read_text())["result"]["experiments"]}
+    optimizations = json.loads((run_dir / "optimizations.json").read_text())["result"]
+    assert optimizations["batch_size"] == result["recommended_batch_size"]
+    experiments = {e["name"]: e for e in optimizations["experiments"]}
     assert experiments["bf16"]["status"] == "measured"
     assert experiments["bf16"]["quality"]["cosine_mean"] > 0.999
     assert experiments["compile"]["status"] == "skipped"  # not under --quick

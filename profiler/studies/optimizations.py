@@ -124,9 +124,15 @@ def measure_peaks(ctx: StudyContext) -> list[Peak]:
 
 
 def earlier_batch_study(ctx: StudyContext) -> dict[str, Any] | None:
-    """This run's batch-size result, when that study ran before this one."""
-    path = ctx.run_dir / "batch_size.json" if ctx.run_dir else None
-    return read_json(path)["result"] if path and path.is_file() else None
+    """This run's batch-size result, when that study ran before this one.
+
+    A quick build runs every study in one process, so that result is still a partial file.
+    """
+    for name in ("batch_size.json", "batch_size.partial.json"):
+        path = ctx.run_dir / name if ctx.run_dir else None
+        if path and path.is_file():
+            return dict(read_json(path)["result"])
+    return None
 
 
 def make_bench(ctx: StudyContext, batch_size: int, peaks: dict[str, float]) -> Bench:
