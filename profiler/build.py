@@ -12,12 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from profiler.analysis.bottlenecks import find_bottlenecks
+from profiler.analysis.bottlenecks import find_bottlenecks, find_context
 from profiler.config import Settings
 from profiler.corpus import DEFAULT_CORPUS, load_corpus
 from profiler.errors import ProfilerError
 from profiler.measure.stats import summarize
-from profiler.model import ModelSource, pick_device, resolve_model
+from profiler.model import (
+    ModelSource,
+    check_remote_code,
+    check_token_budget,
+    pick_device,
+    resolve_model,
+)
 from profiler.scalene import EventHandler, finish_profile, group_label, run_study
 from profiler.storage import point_latest, read_json, write_json
 from profiler.studies import STUDIES
@@ -76,6 +82,9 @@ def plan_build(settings: Settings, workspace: Workspace) -> Plan:
     texts = load_corpus(corpus)
     plan = Plan(settings, resolve_model(settings.model), pick_device(settings.device),
                 corpus.resolve(), texts)
+    check_remote_code(plan.source, settings.trust_remote_code)
+    if settings.token_budget is not None:
+        check_token_budget(plan.source, texts, settings.token_budget)
     for study in plan.studies:
         STUDIES[study].validate(settings, texts)
     return plan
@@ -181,24 +190,26 @@ def summarize_run(run_dir: Path, studies: list[str], profiles_s: float = 0.0) ->
     results = {name: read_json(run_dir / f"{name}.json") for name in studies}
     measured = {name: r["result"] for name, r in results.items()}
     model = next(iter(results.values()))["model"] if results else None
+    settings = config["settings"]
+    budget = float(settings.get("memory_budget_mb", 2048.0))
     return {
         "run_id": config["run_id"], "created": config["created"], "complete": True,
         "model": model, "device": config["device"], "corpus": config["corpus"],
+        "workload": settings.get("workload", "bulk"), "memory_budget_mb": budget,
         "studies": {name: STUDIES[name].headline(result) for name, result in measured.items()},
         "scalene": {name: r["scalene"]["status"] for name, r in results.items()},
         "seconds": {**{name: r.get("wall_s") for name, r in results.items()},
                     "profiles": profiles_s},
-        "bottlenecks": [b.to_dict() for b in find_bottlenecks(measured)],
+        "bottlenecks": [b.to_dict() for b in find_bottlenecks(measured, budget)],
+        "context": [c.to_dict() for c in find_context(measured, budget)],
         **advice(measured),
     }
 
 
 def advice(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Recommendations from the optimization experiments (and the batch-size study)."""
-    if "optimizations" not in results:
-        return {"recommendations": [], "not_recommended": []}
+    """Recommendations for the chosen workload from the experiments and the batch-size study."""
     from profiler.analysis.recommendations import not_recommended, recommend
 
-    found = recommend(results["optimizations"], results.get("batch_size"))
-    return {"recommendations": [r.to_dict() for r in found],
-            "not_recommended": not_recommended(results["optimizations"])}
+    found = recommend(results.get("optimizations"), results.get("batch_size"))
+    left_out = not_recommended(results["optimizations"]) if "optimizations" in results else []
+    return {"recommendations": [r.to_dict() for r in found], "not_recommended": left_out}

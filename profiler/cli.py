@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from profiler.config import DEVICES
+from profiler.config import DEVICES, WORKLOADS
 from profiler.errors import ProfilerError
 
 
@@ -28,6 +28,14 @@ def cli() -> None:
               help="Run only this optimization experiment (repeatable), e.g. bf16, onnx.")
 @click.option("--quality-threshold", type=float,
               help="Mean cosine to fp32 a configuration must keep [default: 0.999].")
+@click.option("--workload", type=click.Choice(WORKLOADS),
+              help="The workload you serve: bulk lists, a stream of batches or single queries "
+                   "[default: bulk].")
+@click.option("--request-size", help="Texts per request [default: the whole corpus, >= 1,000].")
+@click.option("--token-budget", help="Padded tokens per batch for the token-budget experiment.")
+@click.option("--memory-budget-mb", type=float, help="Peak memory allowed [default: 2048].")
+@click.option("--trust-remote-code", is_flag=True, default=None,
+              help="Allow models whose modules are their own code.")
 @click.option("--quick", is_flag=True, default=None, help="Fewer repeats: a fast, noisier run.")
 @click.option("--no-scalene", "no_scalene", is_flag=True, help="Run the studies unprofiled.")
 @click.option("--no-site", is_flag=True, help="Write results and pages but skip mkdocs build.")
@@ -35,7 +43,9 @@ def cli() -> None:
               help="Settings file [default: profiler.toml or [tool.profiler] in pyproject].")
 def build(model: str | None, device: str | None, corpus: str | None, batch_sizes: str | None,
           studies: tuple[str, ...], experiments: tuple[str, ...],
-          quality_threshold: float | None, quick: bool | None, no_scalene: bool, no_site: bool,
+          quality_threshold: float | None, workload: str | None, request_size: str | None,
+          token_budget: str | None, memory_budget_mb: float | None,
+          trust_remote_code: bool | None, quick: bool | None, no_scalene: bool, no_site: bool,
           config_file: Path | None) -> None:
     """Run every study, store the results in data/, render the pages and build the site."""
     from profiler.build import Workspace, plan_build, run_build
@@ -46,7 +56,11 @@ def build(model: str | None, device: str | None, corpus: str | None, batch_sizes
         "model": model, "device": device, "corpus": corpus, "quick": quick,
         "batch_sizes": parse_int_list(batch_sizes) if batch_sizes is not None else None,
         "studies": list(studies) or None, "scalene": False if no_scalene else None,
-        "experiments": list(experiments) or None, "quality_threshold": quality_threshold}
+        "experiments": list(experiments) or None, "quality_threshold": quality_threshold,
+        "workload": workload, "memory_budget_mb": memory_budget_mb,
+        "trust_remote_code": trust_remote_code,
+        "request_size": parse_int("request size", request_size),
+        "token_budget": parse_int("token budget", token_budget)}
     workspace = Workspace(Path.cwd())
     plan = plan_build(load_settings(cli_values, workspace.root, config_file), workspace)
     with ProgressDisplay() as display:
@@ -76,6 +90,16 @@ def _publish(root: Path, run_dir: Path, build_site: bool, console: Any) -> None:
     render_pages(root, run_dir)
     site = mkdocs_build(root) if build_site else None
     print_summary(console or Console(stderr=True), read_json(run_dir / "summary.json"), site)
+
+
+def parse_int(name: str, text: str | None) -> Any:
+    """Read an integer flag; leave non-integers for validation to reject by name."""
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ProfilerError(f"{name} must be a positive integer, got {text!r}") from None
 
 
 def parse_int_list(text: str) -> list[Any]:

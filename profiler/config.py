@@ -19,6 +19,9 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_BATCH_SIZES = (8, 16, 32, 64, 128, 256)
 DEFAULT_TEXT_LENGTHS = (10, 50, 100, 256, 512, 1024)
+WORKLOADS = ("bulk", "stream", "query")
+MIN_REQUEST_TEXTS = 1000  # a default request: the whole corpus, cycled up to this many texts
+QUICK_REQUEST_TEXTS = 256  # --quick: this many texts, spread evenly over the corpus
 
 
 @dataclass(frozen=True)
@@ -35,10 +38,14 @@ class Timing:
     leak_warmup: int = 3
     leak_texts: int = 64
     quality_texts: int = 300
+    workload_repeats: int = 3  # passes over the whole request, per workload and batch size
+    query_texts: int = 500     # single-text calls timed for the query workload
+    search_texts: int = 256    # texts each experiment's batch-size search encodes per size
 
     def __post_init__(self) -> None:
         for name in ("warmup_repeats", "min_repeats", "max_repeats", "texts_per_repeat",
-                     "overhead_rounds", "leak_warmup", "leak_texts", "quality_texts"):
+                     "overhead_rounds", "leak_warmup", "leak_texts", "quality_texts",
+                     "workload_repeats", "query_texts", "search_texts"):
             _require_int(f"timing.{name}", getattr(self, name), minimum=0 if name in
                          ("warmup_repeats", "leak_warmup") else 1)
         # the steady state is the last half; a slope's interval needs at least three points
@@ -66,6 +73,11 @@ class Settings:
     leak_threshold_mb: float = 0.05
     experiments: tuple[str, ...] = ()
     quality_threshold: float = 0.999
+    workload: str = "bulk"
+    request_size: int | None = None  # texts per request; None: the whole corpus (>= 1,000)
+    token_budget: int | None = None  # padded tokens per batch; None: batch size x mean tokens
+    memory_budget_mb: float = 2048.0
+    trust_remote_code: bool = False
     timing: Timing = field(default_factory=Timing)
 
     def __post_init__(self) -> None:
@@ -86,6 +98,18 @@ class Settings:
                                 f"{self.leak_threshold_mb!r}")
         _check_studies(self.studies)
         _check_experiments(self.experiments)
+        if self.workload not in WORKLOADS:
+            raise ProfilerError(f"unknown workload {self.workload!r}; choose one of "
+                                f"{', '.join(WORKLOADS)}")
+        for name in ("request_size", "token_budget"):
+            if getattr(self, name) is not None:
+                _require_int(name, getattr(self, name), minimum=1)
+        if not _is_number(self.memory_budget_mb) or self.memory_budget_mb <= 0:
+            raise ProfilerError(f"memory_budget_mb must be a number > 0, got "
+                                f"{self.memory_budget_mb!r}")
+        if not isinstance(self.trust_remote_code, bool):
+            raise ProfilerError(f"trust_remote_code must be true or false, got "
+                                f"{self.trust_remote_code!r}")
         if not _is_number(self.quality_threshold) or not 0 < self.quality_threshold <= 1:
             raise ProfilerError(f"quality_threshold must be in (0, 1], got "
                                 f"{self.quality_threshold!r}")
@@ -93,6 +117,12 @@ class Settings:
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as plain JSON-ready data."""
         return dataclasses.asdict(self)
+
+    def request_texts(self, corpus_texts: int) -> int:
+        """Texts in one request: as set, else the whole corpus (at least 1,000; 256 if quick)."""
+        if self.request_size is not None:
+            return self.request_size
+        return QUICK_REQUEST_TEXTS if self.quick else max(corpus_texts, MIN_REQUEST_TEXTS)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Settings:
@@ -202,4 +232,5 @@ def _check_experiments(experiments: tuple[str, ...]) -> None:
 
 QUICK_TIMING = Timing(warmup_repeats=1, min_time_s=0.3, min_repeats=2, max_repeats=5,
                       texts_per_repeat=64, overhead_rounds=1, leak_iterations=8,
-                      leak_warmup=1, leak_texts=32, quality_texts=100)
+                      leak_warmup=1, leak_texts=32, quality_texts=100, workload_repeats=2,
+                      query_texts=100, search_texts=64)

@@ -56,18 +56,23 @@ def print_summary(console: Console, summary: dict[str, Any], site: Path | None) 
     """Print the headline figures, where the results are and where the site is."""
     table = Table(title=f"Run {summary['run_id']} on {summary['device']}", show_header=False)
     batch = summary["studies"].get("batch_size")
-    if batch:
-        table.add_row("Best throughput", f"{batch['best_throughput_texts_per_s']:,.0f} texts/s "
+    if batch and batch.get("recommended_batch_size"):
+        workload = batch["workload"]
+        table.add_row(f"Best throughput ({workload})",
+                      f"{batch['best_throughput_texts_per_s']:,.0f} texts/s "
                       f"at batch {batch['fastest_batch_size']}")
-        table.add_row("Recommended batch size", f"{batch['recommended_batch_size']} "
+        table.add_row(f"Recommended batch size ({workload})", f"{batch['recommended_batch_size']} "
                       f"({batch['recommended_throughput_texts_per_s']:,.0f} texts/s, "
-                      f"p95 {batch['recommended_latency_ms_p95']:,.1f} ms per batch)")
+                      f"p95 {batch['recommended_latency_ms_p95']:,.1f} ms per call)")
+    if batch:
+        table.add_row("Single query", f"p50 {batch['query_latency_ms_p50']:,.1f} ms, "
+                      f"p95 {batch['query_latency_ms_p95']:,.1f} ms")
         if batch["scalene_overhead_pct"] is not None:
             table.add_row("Scalene overhead", f"{batch['scalene_overhead_pct']:+.0f}% "
                           "(profiling on vs off, not in the figures above)")
     for rank, found in enumerate(summary.get("bottlenecks", [])[:3], start=1):
-        table.add_row(f"Bottleneck {rank}", f"{found['title']} ({found['severity']}, "
-                      f"{found['impact_pct']:,.0f}%)")
+        table.add_row(f"Bottleneck {rank}", f"{found['title']}: {found['change']} saves "
+                      f"{found['impact_pct']:,.0f}% ({found['severity']})")
     for study, status in summary["scalene"].items():
         if status != "profiled":
             table.add_row(f"Scalene ({study})", status)

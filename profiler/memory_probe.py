@@ -32,7 +32,8 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
     imported = rss_mb()
-    model = SentenceTransformer(request["model_path"], device=request["device"])
+    model = SentenceTransformer(request["model_path"], device=request["device"],
+                                trust_remote_code=request.get("trust_remote_code", False))
     loaded = rss_mb()
     size, texts = request["batch_size"], request["texts"]
     cuda_reset_peak(request["device"])

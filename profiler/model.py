@@ -127,11 +127,64 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-def load_model(source: ModelSource, device: str) -> tuple[SentenceTransformer, ModelInfo]:
+def custom_code(path: Path) -> str | None:
+    """Name the custom code a model directory asks to run (auto_map or a foreign module)."""
+    for config in [path / "config.json", *path.glob("*/config.json")]:
+        found = _json(config)
+        if isinstance(found, dict) and "auto_map" in found:
+            return f"{config.relative_to(path)} maps its classes to the model's own code"
+    entries = _json(path / "modules.json")
+    for entry in entries if isinstance(entries, list) else []:
+        kind = str(entry.get("type", "")) if isinstance(entry, dict) else ""
+        if kind and not kind.startswith("sentence_transformers."):
+            return f"modules.json loads {kind}, which is the model's own code"
+    return None
+
+
+def check_remote_code(source: ModelSource, trusted: bool) -> None:
+    """Stop before any study when the model needs custom code the user did not trust."""
+    reason = None if trusted else custom_code(Path(source.path))
+    if reason:
+        raise ProfilerError(f"model {source.requested} runs custom code ({reason}); pass "
+                            "--trust-remote-code if you trust it")
+
+
+def check_token_budget(source: ModelSource, texts: list[str], budget: int) -> None:
+    """Refuse a token budget that cannot hold the longest text (as the model cuts it)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.path)
+    except Exception:  # a tokenizer stored elsewhere: the study checks again once loaded
+        return
+    settings = _json(Path(source.path) / "sentence_bert_config.json")
+    limits = [int(settings["max_seq_length"])] if isinstance(settings, dict) and \
+        settings.get("max_seq_length") else []
+    if getattr(tokenizer, "model_max_length", None) and tokenizer.model_max_length < 1_000_000:
+        limits.append(int(tokenizer.model_max_length))  # sentence-transformers 6 keeps it here
+    longest = max(len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"])
+    longest = min(longest, *limits) if limits else longest
+    if budget < longest:
+        raise ProfilerError(f"token_budget {budget} is smaller than the longest text "
+                            f"({longest} tokens); give at least {longest}")
+
+
+def _json(path: Path) -> Any:
+    """A JSON file's content, or None where it is missing or unreadable."""
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def load_model(source: ModelSource, device: str,
+               trust_remote_code: bool = False) -> tuple[SentenceTransformer, ModelInfo]:
     """Load the model onto `device` and describe it."""
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(source.path, device=device)
+    model = SentenceTransformer(source.path, device=device, trust_remote_code=trust_remote_code)
     model.eval()
     first = next(model.parameters())
     info = ModelInfo(

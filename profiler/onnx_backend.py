@@ -4,6 +4,12 @@ sentence-transformers' own ``backend="onnx"`` needs optimum-onnx, which pins tra
 so the transformer module is exported here with torch's exporter and run with onnxruntime; the
 model's remaining modules (pooling, dense, normalize) still run in torch on the hidden states.
 
+``optimize_onnx`` runs the transformer fusions of optimum's ``AutoOptimizationConfig.O2()`` on CPU:
+``optimize_model(path, "bert", heads, hidden, opt_level=2, use_gpu=False)`` with the default
+``FusionOptions("bert")`` except EmbedLayerNormalization, which O2 leaves out because it breaks
+quantization. ONNX Runtime's Attention pattern does not match the SDPA graph that transformers 5
+exports, so export with ``attention="eager"`` before fusing to get fused Attention nodes.
+
 Int8 configurations mirror optimum's ``AutoQuantizationConfig.<name>(is_static=False)``, which is
 what sentence-transformers' ``export_dynamic_quantized_onnx_model`` uses. Dynamic quantization
 always has uint8 activations (asymmetric); weights are symmetric and per-channel:
@@ -29,6 +35,7 @@ import importlib.util
 import logging
 import platform
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +78,15 @@ QUANT_CONFIGS = {
 
 
 @dataclass(frozen=True)
+class FusedModel:
+    """An ONNX file with ONNX Runtime's transformer fusions, and how it was built."""
+
+    path: Path
+    graph: str  # e.g. "torch.onnx.export (opset 17) + onnxruntime.transformers.optimizer, ..."
+    fused: dict[str, int]  # fused operator type -> nodes of that type in the graph
+
+
+@dataclass(frozen=True)
 class QuantizedModel:
     """A quantized ONNX file and the configuration that made it."""
 
@@ -84,6 +100,11 @@ def onnx_available() -> str | None:
         problem = _import_problem(module, INSTALL_HINT)
         if problem is not None:
             return problem
+    return exporter_problem()
+
+
+def exporter_problem() -> str | None:
+    """Return None if torch can export to ONNX here, else the reason as one line."""
     if _exporter() == "dynamo":
         return _import_problem("onnxscript", "pip install onnxscript (no legacy exporter in torch)")
     return None
@@ -96,7 +117,7 @@ def _import_problem(module: str, hint: str) -> str | None:
     except ModuleNotFoundError:
         return f"{module} is not installed: {hint}"
     except ImportError as error:
-        return f"{module} cannot be imported: {error}"
+        return f"{module} cannot be imported: {_first_line(error)}"
     return None
 
 
@@ -105,8 +126,8 @@ def _exporter() -> str:
     return "torchscript" if importlib.util.find_spec(LEGACY_EXPORTER) is not None else "dynamo"
 
 
-def export_onnx(model: SentenceTransformer, out_dir: Path) -> Path:
-    """Export the model's transformer to `out_dir`/model.onnx, returning last_hidden_state."""
+def export_onnx(model: SentenceTransformer, out_dir: Path, attention: str | None = None) -> Path:
+    """Export the transformer to `out_dir`/model.onnx; `attention` ("eager") overrides its own."""
     auto_model = _auto_model(model)
     features = _tokenize(model, EXPORT_SAMPLE)
     names = _input_names(auto_model, features)
@@ -115,12 +136,27 @@ def export_onnx(model: SentenceTransformer, out_dir: Path) -> Path:
     path = out_dir / ONNX_FILE
     was_training = auto_model.training
     try:
-        _export(_hidden_states_module(auto_model, names).eval(), args, names, path)
+        with _attention(auto_model, attention):
+            _export(_hidden_states_module(auto_model, names).eval(), args, names, path)
     except Exception as error:
         raise ProfilerError(f"ONNX export failed: {_first_line(error)}") from error
     finally:  # the legacy exporter restores the wrapper's mode onto the model
         auto_model.train(was_training)
     return path
+
+
+@contextlib.contextmanager
+def _attention(auto_model: Any, implementation: str | None) -> Iterator[None]:
+    """Switch the model's attention implementation for the block, then switch it back."""
+    previous = auto_model.config._attn_implementation
+    if implementation is None or implementation == previous:
+        yield
+        return
+    auto_model.set_attn_implementation(implementation)
+    try:
+        yield
+    finally:
+        auto_model.set_attn_implementation(previous)
 
 
 def _auto_model(model: SentenceTransformer) -> Any:
@@ -180,6 +216,45 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+def graph_origin(onnx_path: Path) -> str:
+    """Say how an exported graph was made, e.g. "torch.onnx.export (opset 17)"."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    opset = next((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")),
+                 "?")
+    return f"torch.onnx.export (opset {opset})"
+
+
+def optimize_onnx(onnx_path: Path, out_path: Path, model: SentenceTransformer) -> FusedModel:
+    """Write `onnx_path` with optimum's O2 transformer fusions (CPU, fp32) to `out_path`."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from profiler.measure.flops import model_config
+
+    if not onnx_path.is_file():
+        raise ProfilerError(f"ONNX model {onnx_path} does not exist")
+    try:
+        sizes = model_config(model)
+    except (ValueError, AttributeError) as error:
+        raise ProfilerError(f"ONNX fusion needs a BERT config: {_first_line(error)}") from error
+    options = FusionOptions("bert")
+    options.enable_embed_layer_norm = False  # O2's default: the fused op breaks quantization
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        optimizer = optimize_model(str(onnx_path), "bert", sizes["num_attention_heads"],
+                                   sizes["hidden_size"], optimization_options=options,
+                                   opt_level=2, use_gpu=False, only_onnxruntime=False)
+        optimizer.save_model_to_file(str(out_path))
+    except Exception as error:
+        raise ProfilerError(f"ONNX fusion failed: {_first_line(error)}") from error
+    fused = {op: int(n) for op, n in optimizer.get_fused_operator_statistics().items() if n}
+    counts = ", ".join(f"{n} {op}" for op, n in fused.items()) or "nothing fused"
+    graph = f"{graph_origin(onnx_path)} + onnxruntime.transformers.optimizer, O2 fusions: {counts}"
+    return FusedModel(out_path, graph, fused)
+
+
 def choose_quant_config(cpu_flags: list[str]) -> QuantConfig:
     """Pick the int8 configuration that suits a CPU with these feature flags."""
     # no /proc/cpuinfo (macOS): the machine name tells arm64 from x86
@@ -227,20 +302,23 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-class OnnxEncoder:
-    """Encode texts like `model.encode`, with the transformer run by ONNX Runtime."""
+class ExportedEncoder(ABC):
+    """Encode texts like `model.encode`, with the transformer run outside torch by a subclass."""
 
-    def __init__(self, model: SentenceTransformer, onnx_path: Path, threads: int | None = None):
-        import onnxruntime as ort
+    jobs = 1  # batches handed to `run_many` at once
 
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
+    def __init__(self, model: SentenceTransformer, input_names: list[str]) -> None:
         self.model = model.eval()
-        self.session = ort.InferenceSession(str(onnx_path), options,
-                                            providers=["CPUExecutionProvider"])
-        self.input_names = [node.name for node in self.session.get_inputs()]
+        self.input_names = input_names
         self.output_key = str(getattr(model[0], "module_output_name", "token_embeddings"))
+
+    @abstractmethod
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """Return the transformer's last hidden state for one batch of token arrays."""
+
+    def run_many(self, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        """Return the last hidden state of each batch, in order."""
+        return [self.run(feed) for feed in feeds]
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Return one float32 embedding row per text, in the order given."""
@@ -249,20 +327,26 @@ class OnnxEncoder:
         if not texts:
             return np.zeros((0, embedding_dim(self.model)), np.float32)
         order = np.argsort([-len(text) for text in texts])  # as model.encode: less padding
-        batches = [self._encode_batch([texts[i] for i in order[start:start + batch_size]])
-                   for start in range(0, len(texts), batch_size)]
-        sorted_embeddings = np.concatenate(batches)
+        ordered = [texts[i] for i in order]
+        batches = [ordered[start:start + batch_size] for start in range(0, len(texts), batch_size)]
+        sorted_embeddings = np.concatenate([
+            rows for start in range(0, len(batches), self.jobs)
+            for rows in self._encode_batches(batches[start:start + self.jobs])])
         embeddings = np.empty_like(sorted_embeddings)
         embeddings[order] = sorted_embeddings
         return embeddings
 
-    def _encode_batch(self, texts: list[str]) -> np.ndarray:
-        """Tokenize, run the ONNX transformer, then the model's other modules in torch."""
+    def _encode_batches(self, batches: list[list[str]]) -> list[np.ndarray]:
+        """Tokenize, run the transformer on each batch, then the model's other modules in torch."""
+        features = [_tokenize(self.model, texts) for texts in batches]
+        hidden = self.run_many([{name: batch[name].numpy() for name in self.input_names}
+                                for batch in features])
+        return [self._pool(batch, states) for batch, states in zip(features, hidden, strict=True)]
+
+    def _pool(self, features: dict[str, Any], hidden: np.ndarray) -> np.ndarray:
+        """Run the model's modules after the transformer on its hidden states."""
         import torch
 
-        features = _tokenize(self.model, texts)
-        feed = {name: features[name].numpy() for name in self.input_names}
-        hidden = self.session.run([OUTPUT_NAME], feed)[0]
         features[self.output_key] = torch.from_numpy(hidden)
         with torch.inference_mode():
             for module in list(self.model)[1:]:
@@ -271,6 +355,24 @@ class OnnxEncoder:
         if self.model.truncate_dim is not None:
             embedding = embedding[:, : self.model.truncate_dim]
         return embedding.float().cpu().numpy()
+
+
+class OnnxEncoder(ExportedEncoder):
+    """Encode texts like `model.encode`, with the transformer run by ONNX Runtime."""
+
+    def __init__(self, model: SentenceTransformer, onnx_path: Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(onnx_path), options,
+                                            providers=["CPUExecutionProvider"])
+        super().__init__(model, [node.name for node in self.session.get_inputs()])
+
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """Return the last hidden state that ONNX Runtime computes for one batch."""
+        return self.session.run([OUTPUT_NAME], feed)[0]
 
 
 def _tokenize(model: SentenceTransformer, texts: list[str]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from profiler.errors import ProfilerError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: results name their workload (bulk, stream, query)
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -6,8 +6,10 @@ undoes any change to the shared model on exit, or raises `Skip` with the reason 
 
 from __future__ import annotations
 
+import atexit
 import copy
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import numpy as np
+from profiler.workloads import Encode, model_encode
 
+if TYPE_CHECKING:
     from profiler.studies.base import StudyContext
 
-Encode = Callable[[list[str], int], "np.ndarray"]
 
 
 class Skip(Exception):
@@ -39,20 +40,17 @@ class Variant:
     peak_dtype: str = "float32"
     quick: bool = True  # also runs under --quick
     max_seq_length: int | None = None
+    graph: str = "PyTorch eager, fp32 weights"  # how the model that runs was built
+    batch_size: int | None = None  # a fixed batch size instead of searching for the best
+    group: str | None = None  # the family users select it by, when not its name's prefix
 
     @property
     def family(self) -> str:
         """The name users select experiments by: threads_2 and threads_4 are both `threads`."""
+        if self.group:
+            return self.group
         return next((f for f in ("threads", "max_seq") if self.name.startswith(f + "_")),
                     self.name)
-
-
-def model_encode(model: Any) -> Encode:
-    """Wrap a SentenceTransformer's encode as an Encode."""
-    def encode(texts: list[str], batch_size: int) -> np.ndarray:
-        return model.encode(texts, batch_size=batch_size, show_progress_bar=False,
-                            convert_to_numpy=True)
-    return encode
 
 
 @contextmanager
@@ -135,50 +133,82 @@ def compiled(ctx: StudyContext) -> Iterator[Encode]:
     yield model_encode(model)
 
 
-def onnx(quantize: bool) -> Callable[[StudyContext], Any]:
-    """The transformer exported to ONNX and run by ONNX Runtime; optionally int8."""
+def exported(kind: str, precision: str = "f32") -> Callable[[StudyContext], Any]:
+    """The transformer exported to ONNX, run by ONNX Runtime (plain, O2-fused, int8) or OpenVINO.
+
+    Pooling and normalization stay in torch. Every backend gets torch's thread count.
+    """
     @contextmanager
     def build(ctx: StudyContext) -> Iterator[Encode]:
         from profiler.onnx_backend import onnx_available
 
-        problem = onnx_available()
+        problem = onnx_available() or (_openvino_problem() if kind == "openvino" else None)
         if problem:
             raise Skip(problem)
         if ctx.device != "cpu":
-            raise Skip("the ONNX experiments use ONNX Runtime's CPU provider")
+            raise Skip("the exported-graph experiments run on the CPU")
         with tempfile.TemporaryDirectory(prefix="profiler-onnx-") as folder:
-            yield _onnx_encoder(ctx, Path(folder), quantize)
+            yield _exported_encoder(ctx, Path(folder), kind, precision)
     return build
 
 
-def _onnx_encoder(ctx: StudyContext, folder: Path, quantize: bool) -> Encode:
-    from profiler.measure.peak import cpu_flags
-    from profiler.onnx_backend import OnnxEncoder, export_onnx, quantize_int8
+def _openvino_problem() -> str | None:
+    from profiler.openvino_backend import openvino_available
 
-    path = export_onnx(ctx.model, folder)
-    if quantize:
-        path = quantize_int8(path, folder / "model_int8.onnx", cpu_flags()).path
-    return OnnxEncoder(ctx.model, path, threads=_threads()).encode
+    return openvino_available()
+
+
+def _exported_encoder(ctx: StudyContext, folder: Path, kind: str, precision: str) -> Encode:
+    from profiler.measure.peak import cpu_flags
+    from profiler.onnx_backend import (
+        OnnxEncoder,
+        export_onnx,
+        graph_origin,
+        optimize_onnx,
+        quantize_int8,
+    )
+
+    threads = _threads()
+    if kind == "o2":  # ONNX Runtime fuses attention only from the eager attention's graph
+        fused = optimize_onnx(export_onnx(ctx.model, folder, attention="eager"),
+                              folder / "model_o2.onnx", ctx.model)
+        return described(OnnxEncoder(ctx.model, fused.path, threads).encode, fused.graph, threads)
+    path = _plain_export(ctx)
+    origin = graph_origin(path)
+    if kind == "int8":
+        quantized = quantize_int8(path, folder / "model_int8.onnx", cpu_flags())
+        graph = (f"{origin} + onnxruntime quantize_dynamic ({quantized.config.name} "
+                 "configuration, as sentence-transformers' export_dynamic_quantized_onnx_model)")
+        return described(OnnxEncoder(ctx.model, quantized.path, threads).encode, graph, threads)
+    if kind == "openvino":
+        from profiler.openvino_backend import OpenVinoEncoder
+
+        hint = "THROUGHPUT" if ctx.settings.workload == "bulk" else "LATENCY"
+        encoder = OpenVinoEncoder(ctx.model, path, precision, hint, threads)
+        return described(encoder.encode, encoder.graph, threads)
+    return described(OnnxEncoder(ctx.model, path, threads).encode,
+                     f"{origin} → ONNX Runtime CPU provider", threads)
+
+
+_EXPORTS: dict[int, Path] = {}
+
+
+def _plain_export(ctx: StudyContext) -> Path:
+    """Export the model once per process; ONNX Runtime, int8 and OpenVINO all start from it."""
+    from profiler.onnx_backend import export_onnx
+
+    key = id(ctx.model)
+    if key not in _EXPORTS or not _EXPORTS[key].is_file():
+        folder = Path(tempfile.mkdtemp(prefix="profiler-export-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _EXPORTS[key] = export_onnx(ctx.model, folder)
+    return _EXPORTS[key]
 
 
 def _threads() -> int:
     import torch
 
     return int(torch.get_num_threads()) or (os.cpu_count() or 1)
-
-
-def _skip(reason: str) -> Callable[[StudyContext], Any]:
-    @contextmanager
-    def build(ctx: StudyContext) -> Iterator[Encode]:
-        raise Skip(reason)
-        yield  # pragma: no cover
-    return build
-
-
-# Why the OpenVINO backend is not measured: it cannot be installed next to these versions.
-OPENVINO_REASON = ("OpenVINO needs optimum-intel, whose releases pin torch and transformers to "
-                   "versions other than the ones installed; install "
-                   "`sentence-transformers[openvino]` in a separate environment to try it")
 
 
 ONNX_SNIPPET = """\
@@ -207,37 +237,74 @@ encoder = OnnxEncoder(model, int8.path)
 embeddings = encoder.encode(texts, batch_size=BATCH)"""
 
 
+OPENVINO_SNIPPET = """\
+# sentence-transformers' own backend (needs optimum-intel):
+model = SentenceTransformer(model_name, backend="openvino")
+# what this profiler measured, with the openvino package alone:
+from profiler.onnx_backend import export_onnx
+from profiler.openvino_backend import OpenVinoEncoder
+encoder = OpenVinoEncoder(model, export_onnx(model, Path("onnx")), "{precision}", "{hint}")
+embeddings = encoder.encode(texts, batch_size=BATCH)"""
+
+O2_SNIPPET = """\
+# optimum's O2 level: ONNX Runtime's transformer fusions on the exported graph
+from profiler.onnx_backend import OnnxEncoder, export_onnx, optimize_onnx
+fused = optimize_onnx(export_onnx(model, Path("onnx"), attention="eager"),
+                      Path("onnx/model_o2.onnx"), model)
+embeddings = OnnxEncoder(model, fused.path).encode(texts, batch_size=BATCH)"""
+
 FAMILIES = ("fp32", "bf16", "fp16", "torch_int8", "onnx", "onnx_int8", "openvino", "threads",
             "max_seq", "compile")
 
 
-def variants(threads: int) -> list[Variant]:
+def described(encode: Encode, graph: str, threads: int) -> Encode:
+    """Attach how the running model was built, and its thread count, to an Encode."""
+    def run(texts: list[str], batch_size: int) -> Any:
+        return encode(texts, batch_size)
+    run.graph, run.threads = graph, threads  # type: ignore[attr-defined]
+    return run
+
+
+def variants(threads: int, workload: str = "bulk") -> list[Variant]:
     """Every variant, baseline first; thread counts go from 1 to one below `threads`."""
     name = "SentenceTransformer(model_name"
+    hint = "THROUGHPUT" if workload == "bulk" else "LATENCY"
+    plain = [] if workload == "query" else [
+        Variant("fp32_default", "fp32 at batch size 32 (plain model.encode)", "none",
+                "model.encode(texts)", baseline, batch_size=32, group="fp32")]
     found = [
         Variant("fp32", "fp32 baseline", "none", f"{name})", baseline),
+        *plain,
         Variant("bf16", "bfloat16 weights", "one line",
                 f'{name}, model_kwargs={{"dtype": torch.bfloat16}})', with_dtype("bfloat16"),
-                peak_dtype="bfloat16"),
+                peak_dtype="bfloat16", graph="PyTorch eager, bfloat16 weights"),
         Variant("fp16", "float16 weights (GPU)", "one line",
                 f'{name}, model_kwargs={{"dtype": torch.float16}})', with_dtype("float16"),
-                peak_dtype="float16"),
+                peak_dtype="float16", graph="PyTorch eager, float16 weights"),
         Variant("torch_int8", "torch dynamic int8 (Linear layers)", "a few lines",
                 "model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, "
-                "dtype=torch.qint8)", torch_int8, peak_dtype="int8"),
+                "dtype=torch.qint8)", torch_int8, peak_dtype="int8",
+                graph="PyTorch eager, torch.ao dynamic int8 Linear layers"),
         Variant("onnx", "ONNX Runtime (fp32)", "an export step", ONNX_SNIPPET,
-                onnx(quantize=False)),
+                exported("plain")),
+        Variant("onnx_o2", "ONNX Runtime (fp32, O2 fusions)", "an export step", O2_SNIPPET,
+                exported("o2"), group="onnx", quick=False),
         Variant("onnx_int8", "ONNX Runtime dynamic int8", "an export step",
-                onnx_int8_snippet(), onnx(quantize=True), peak_dtype="int8"),
-        Variant("openvino", "OpenVINO", "an export step", f'{name}, backend="openvino")',
-                _skip(OPENVINO_REASON)),
+                onnx_int8_snippet(), exported("int8"), peak_dtype="int8"),
+        *(Variant(f"openvino{suffix}", f"OpenVINO ({precision} precision hint)",
+                  "an export step", OPENVINO_SNIPPET.format(precision=precision, hint=hint),
+                  exported("openvino", precision), peak_dtype=dtype, group="openvino",
+                  quick=not suffix)
+          for suffix, precision, dtype in (("", "f32", "float32"), ("_bf16", "bf16", "bfloat16"))),
         *(Variant(f"threads_{n}", f"{n} thread{'s' if n > 1 else ''}", "one line",
-                  f"torch.set_num_threads({n})", with_threads(n)) for n in range(1, threads)),
+                  f"torch.set_num_threads({n})", with_threads(n), quick=False)
+          for n in range(1, threads)),
         *(Variant(f"max_seq_{n}", f"max_seq_length {n}", "one line",
-                  f"model.max_seq_length = {n}", with_max_seq_length(n), max_seq_length=n)
+                  f"model.max_seq_length = {n}", with_max_seq_length(n), max_seq_length=n,
+                  graph=f"PyTorch eager, fp32, input cut at {n} tokens")
           for n in (128, 64)),
         Variant("compile", "torch.compile", "a compile step",
                 "model[0].auto_model = torch.compile(model[0].auto_model, dynamic=True)",
-                compiled, quick=False),
+                compiled, quick=False, graph="torch.compile (inductor, dynamic shapes), fp32"),
     ]
     return found

@@ -36,7 +36,8 @@ def main(argv: list[str]) -> int:
     _quiet_libraries()
     emit("study", study=names[0], title=STUDIES[names[0]].TITLE)
     emit("loading", label="loading model")
-    model, info = load_model(ModelSource(**plan["model_source"]), plan["device"])
+    model, info = load_model(ModelSource(**plan["model_source"]), plan["device"],
+                             settings.trust_remote_code)
     ctx = StudyContext(model=model, info=info, texts=load_corpus(Path(plan["corpus_path"])),
                        settings=settings, profiling=Profiling("--under-scalene" in argv),
                        run_dir=run_dir)

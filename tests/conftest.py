@@ -20,6 +20,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def build_tiny_model(target: Path) -> Path:
     """Save a random BERT (hidden 32, 2 layers, tiny vocabulary) as a sentence-transformers dir."""
+    return build_random_model(target, hidden=32, layers=2, max_length=64)
+
+
+def build_random_model(target: Path, hidden: int, layers: int, max_length: int) -> Path:
+    """Save a random BERT over the tiny vocabulary as a sentence-transformers dir."""
     from sentence_transformers import SentenceTransformer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -28,27 +33,30 @@ def build_tiny_model(target: Path) -> Path:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS,
              *CHARS, ".", ",", *(f"##{c}" for c in CHARS)]
     (hf_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(hf_dir / "vocab.txt"), model_max_length=64)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    tokenizer = BertTokenizerFast(vocab_file=str(hf_dir / "vocab.txt"),
+                                  model_max_length=max_length)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2 if hidden < 64 else 4,
+                        intermediate_size=2 * hidden if hidden < 64 else 4 * hidden,
+                        max_position_embeddings=max_length)
     import torch
 
     torch.manual_seed(0)
     BertModel(config).save_pretrained(hf_dir)
     tokenizer.save_pretrained(hf_dir)
-    transformer, pooling = _modules(hf_dir)
+    transformer, pooling = _modules(hf_dir, hidden, max_length)
     SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(target))
     shutil.rmtree(hf_dir)
     return target
 
 
-def _modules(hf_dir: Path) -> tuple[object, object]:
+def _modules(hf_dir: Path, hidden: int, max_length: int) -> tuple[object, object]:
     try:  # sentence-transformers >= 6
         from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     except ImportError:
         from sentence_transformers.models import Pooling, Transformer
-    transformer = Transformer(str(hf_dir), max_seq_length=64)
-    return transformer, Pooling(32, "mean")
+    transformer = Transformer(str(hf_dir), max_seq_length=max_length)
+    return transformer, Pooling(hidden, "mean")
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +90,7 @@ TINY_SETTINGS = """
 batch_sizes = [2, 4, 8]
 text_lengths = [10, 100, 400]
 length_batch_size = 4
+request_size = 48
 [timing]
 warmup_repeats = 1
 min_time_s = 0.0
@@ -92,6 +101,9 @@ overhead_rounds = 2
 leak_iterations = 6
 leak_warmup = 1
 leak_texts = 8
+workload_repeats = 3
+query_texts = 10
+search_texts = 16
 """
 
 

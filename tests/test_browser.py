@@ -57,7 +57,7 @@ def browser() -> Iterator[object]:
     shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_every_chart_draws_with_a_width(served_site: str, browser: object) -> None:
+def test_every_chart_draws_with_a_width(browser: object, served_site: str) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver = browser
@@ -78,7 +78,7 @@ def test_every_chart_draws_with_a_width(served_site: str, browser: object) -> No
     assert all(width > 100 for width in widths), widths
 
 
-def test_charts_load_nothing_from_other_hosts(served_site: str, browser: object) -> None:
+def test_charts_load_nothing_from_other_hosts(browser: object, served_site: str) -> None:
     driver = browser
     driver.get(f"{served_site}/report/batch-size/")  # type: ignore[attr-defined]
     sources = driver.execute_script(  # type: ignore[attr-defined]

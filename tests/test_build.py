@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import fmt, read_page, run_profiler, table_by_header
+
+from profiler.studies import STUDIES
 
 
 def test_build_writes_results_pages_and_site(tiny_project: Path, tiny_model: Path) -> None:
@@ -20,29 +24,51 @@ def test_build_writes_results_pages_and_site(tiny_project: Path, tiny_model: Pat
     run_dir = latest.resolve()
     assert run_dir.parent == tiny_project / "data" / "runs"
     for name in ("config.json", "system.json", "batch_size.json", "summary.json"):
-        assert json.loads((run_dir / name).read_text())["schema_version"] == 1
+        assert json.loads((run_dir / name).read_text())["schema_version"] == 2
     assert not list((tiny_project / "data" / "runs" / ".incomplete").iterdir())
 
     result = json.loads((run_dir / "batch_size.json").read_text())
     assert result["model"]["embedding_dim"] == 32
     assert result["model"]["max_seq_length"] == 64
     assert result["scalene"]["status"] == "disabled"
-    points = result["result"]["points"]
-    assert [p["batch_size"] for p in points] == [2, 4, 8]
+    study = result["result"]
+    assert study["workload"] == "bulk"
+    assert study["request"]["texts"] == 48 and study["request"]["asked"] == 48
+    points = study["points"]
+    # every batch size asked for plus sentence-transformers' default (32), for bulk and stream
+    assert [(p["workload"], p["batch_size"]) for p in points] == [
+        (w, size) for w in ("bulk", "stream") for size in (2, 4, 8, 32)]
     for point in points:
-        assert point["throughput_texts_per_s"]["n"] == 3
+        calls = 1 if point["workload"] == "bulk" else -(-48 // point["batch_size"])
+        assert point["texts"] == 48 and point["calls_per_pass"] == calls
+        assert point["throughput_texts_per_s"]["n"] == 3  # timing.workload_repeats
         assert len(point["throughput_texts_per_s"]["samples"]) == 3
-        assert point["texts_per_repeat"] == 16
-        assert point["forward_passes_per_repeat"] == 16 // point["batch_size"]
-        assert len(point["batch_latency_ms"]["samples"]) == 3 * 16 // point["batch_size"]
+        assert len(point["call_latency_ms"]["samples"]) == 3 * calls
+        # a pass's throughput is its texts over the sum of its calls' seconds
+        assert point["throughput_texts_per_s"]["median"] == pytest.approx(
+            48 / (sorted(sum_per_pass(point))[1] / 1000))
+        assert point["padding"]["real_tokens"] <= point["padding"]["padded_tokens"]
+    for size in (2, 4, 8, 32):  # the same texts, so the same real tokens whatever the batching
+        pair = [p["padding"] for p in points if p["batch_size"] == size]
+        assert pair[0]["real_tokens"] == pair[1]["real_tokens"]
+    assert study["query"]["queries"] == 10 and study["query"]["latency_ms"]["n"] == 10
     config = json.loads((run_dir / "config.json").read_text())
     assert config["settings"]["batch_sizes"] == [2, 4, 8]
-    assert config["settings"]["timing"]["texts_per_repeat"] == 16
+    assert config["settings"]["request_size"] == 48
+    assert config["settings"]["timing"]["workload_repeats"] == 3
 
     site = tiny_project / "site"
     assert (site / "index.html").is_file()
     assert (site / "assets" / "javascripts" / "vega-bundle.js").is_file()
-    assert "not profiled" in (site / "report" / "batch-size" / "index.html").read_text().lower()
+    page = (site / "report" / "batch-size" / "index.html").read_text()
+    assert "not profiled" in page.lower()
+    assert "Fewer texts than one batch" not in page  # 48 texts fill a batch of 32
+
+
+def sum_per_pass(point: dict[str, Any]) -> list[float]:
+    """Each pass's milliseconds: its calls' latencies in order, cut into passes."""
+    calls, samples = point["calls_per_pass"], point["call_latency_ms"]["samples"]
+    return [sum(samples[i:i + calls]) for i in range(0, len(samples), calls)]
 
 
 def test_pages_show_the_numbers_in_the_json(tiny_project: Path, tiny_model: Path) -> None:
@@ -52,29 +78,40 @@ def test_pages_show_the_numbers_in_the_json(tiny_project: Path, tiny_model: Path
     result = json.loads((run_dir / "batch_size.json").read_text())["result"]
     page = read_page(tiny_project / "site" / "report" / "batch-size" / "index.html")
 
-    rows = {r["Batch size"]: r for r in table_by_header(page, "Batch size", "Median")}
-    latency = {r["Batch size"]: r for r in table_by_header(page, "Batch size", "p95")}
+    rows = {(r["Workload"], r["Batch size"]): r
+            for r in table_by_header(page, "Workload", "Calls per pass")}
+    assert len(rows) == len(result["points"]) == 8
     for point in result["points"]:
-        row, lat = rows[str(point["batch_size"])], latency[str(point["batch_size"])]
+        row = rows[(point["workload"], str(point["batch_size"]))]
         stats = point["throughput_texts_per_s"]
-        assert row["Median (texts/s)"] == fmt(stats["median"])
+        assert row["Texts/s (median)"] == fmt(stats["median"])
         assert row["Min"] == fmt(stats["min"]) and row["Max"] == fmt(stats["max"])
         assert row["CV %"] == fmt(100 * stats["cv"])
-        assert lat["p95 (ms)"] == fmt(point["batch_latency_ms"]["p95"], 2)
-        assert lat["Peak RSS increase (MB)"] == fmt(point["peak_rss_increase_mb"])
+        assert row["Passes"] == "3" and row["Calls per pass"] == str(point["calls_per_pass"])
+        assert row["p95 (ms)"] == fmt(point["call_latency_ms"]["p95"])
+        assert row["Real / padded tokens %"] == fmt(100 * point["padding"]["real_share"])
 
     assert len(page.specs) == 3
-    plotted = {v["batch_size"]: v["median"] for layer in page.specs[0]["layer"]
-               for v in layer.get("data", page.specs[0].get("data", {})).get("values", [])}
-    assert plotted == {p["batch_size"]: p["throughput_texts_per_s"]["median"]
+    plotted = {(v["workload"], v["batch_size"]): v["median"]
+               for v in page.specs[0]["data"]["values"]}
+    assert plotted == {(p["workload"], p["batch_size"]): p["throughput_texts_per_s"]["median"]
                        for p in result["points"]}
+    padding = {(v["workload"], v["batch_size"]): v["real_pct"]
+               for v in page.specs[1]["data"]["values"]}
+    assert padding == pytest.approx({(p["workload"], p["batch_size"]):
+                                     100 * p["padding"]["real_share"] for p in result["points"]})
 
-    summary = json.loads((run_dir / "summary.json").read_text())["studies"]["batch_size"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["workload"] == "bulk"
+    headline_figures = summary["studies"]["batch_size"]
+    bulk = result["choices"]["bulk"]
+    assert headline_figures["recommended_batch_size"] == bulk["recommended_batch_size"]
     home = read_page(tiny_project / "site" / "index.html")
     headline = {r["Figure"]: r["Value"] for r in table_by_header(home, "Figure", "Value")}
-    assert headline["Best throughput"].startswith(
-        fmt(summary["best_throughput_texts_per_s"]) + " texts/s")
-    assert headline["Recommended batch size"].startswith(str(summary["recommended_batch_size"]))
+    assert headline["Best throughput (bulk, 48 texts per pass)"].startswith(
+        fmt(headline_figures["best_throughput_texts_per_s"]) + " texts/s")
+    assert headline["Recommended batch size (bulk)"].startswith(
+        str(headline_figures["recommended_batch_size"]))
 
 
 def test_render_rebuilds_pages_without_measuring(tiny_project: Path, tiny_model: Path) -> None:
@@ -89,21 +126,56 @@ def test_render_rebuilds_pages_without_measuring(tiny_project: Path, tiny_model:
     assert sorted((tiny_project / "data" / "runs").iterdir()) == runs_before
 
 
-def test_build_under_scalene_records_profile_and_overhead(tiny_project: Path,
-                                                          tiny_model: Path) -> None:
-    done = run_profiler("build", "--model", str(tiny_model), cwd=tiny_project)
+# the admonition at the top of each page: the workload its figures were measured on
+PAGE_WORKLOADS = {"index.html": "query", "report/batch-size/index.html": "query",
+                  "report/optimizations/index.html": "query",
+                  "report/bottlenecks/index.html": "query",
+                  "report/recommendations/index.html": "query",
+                  "report/memory/index.html": "bulk", "report/leak/index.html": "bulk",
+                  "report/stages/index.html": "stream", "report/text-length/index.html": "stream"}
+
+
+def test_full_build_under_scalene_profiles_and_names_every_workload(tiny_project: Path,
+                                                                    tiny_model: Path) -> None:
+    # every study, each in its own profiled process; one experiment keeps it short
+    done = run_profiler("build", "--model", str(tiny_model), "--workload", "query",
+                        "--experiment", "bf16", cwd=tiny_project)
     assert done.returncode == 0, done.stderr
     run_dir = (tiny_project / "data" / "latest").resolve()
     study = json.loads((run_dir / "batch_size.json").read_text())
     assert study["scalene"]["status"] == "profiled"
     assert (run_dir / study["scalene"]["profile"]).is_file()
     overhead = study["result"]["scalene_overhead"]
-    assert overhead["rounds"] == 2
-    assert overhead["batch_size"] == study["result"]["recommended_batch_size"]
+    assert overhead["rounds"] == 2 and overhead["workload"] == "bulk"
+    assert overhead["batch_size"] == study["result"]["choices"]["bulk"]["recommended_batch_size"]
     assert len(overhead["on_texts_per_s"]["samples"]) == 2
     page = (tiny_project / "site" / "report" / "batch-size" / "index.html").read_text()
     assert "batch_size-scalene.json.gz" in page
     assert (tiny_project / "site" / "report" / "files" / "batch_size-scalene.json.gz").is_file()
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["workload"] == "query"
+    assert set(summary["studies"]) == set(STUDIES)
+    assert study["result"]["workload"] == "query"
+    optimizations = json.loads((run_dir / "optimizations.json").read_text())["result"]
+    assert optimizations["workload"] == "query" and optimizations["batch_sizes"] == [1]
+    assert all(e["workload"] == "query" and e["batch_size"] == 1
+               for e in optimizations["experiments"] if e["status"] == "measured")
+    assert "fp32_default" not in [e["name"] for e in optimizations["experiments"]]
+    best = summary["studies"]["optimizations"]["best"]  # against fp32, one text per call
+    assert best is not None and (best["batch_size"], best["plain_batch_size"]) == (1, 1)
+    assert {b["workload"] for b in summary["bottlenecks"]} <= {"query", "bulk", "stream"}
+    for name, workload in PAGE_WORKLOADS.items():
+        html = (tiny_project / "site" / name).read_text(encoding="utf-8")
+        titles = re.findall(r'<p class="admonition-title">Workload: ([^<]*)</p>', html)
+        assert titles == [workload], name
+    # a query service's home page leads with latency per call, not a batch size
+    home = read_page(tiny_project / "site" / "index.html")
+    headline = {r["Figure"]: r["Value"] for r in table_by_header(home, "Figure", "Value")}
+    figures = summary["studies"]["batch_size"]
+    assert figures["recommended_batch_size"] is None
+    latency = next(v for k, v in headline.items() if k.startswith("Single-query latency"))
+    assert latency.startswith(f"p50 {fmt(figures['query_latency_ms_p50'], 2)} ms")
 
 
 def test_failing_scalene_falls_back_to_a_plain_run(tiny_project: Path, tiny_model: Path,

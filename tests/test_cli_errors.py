@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -128,6 +129,15 @@ CASES: list[tuple[str, Callable[[Path], list[str]], dict[str, str], tuple[str, .
     ("toml-unknown-key", _toml("colour = 'blue'\n"), {}, ("colour",)),
     ("toml-invalid", _toml("device = = 'cpu'\n"), {}, ("toml",)),
     ("config-missing", lambda r: ["--config", "nope.toml"], {}, ("nope.toml",)),
+    ("workload-unknown", lambda r: ["--workload", "warp"], {}, ("warp",)),
+    ("request-size-zero", lambda r: ["--request-size", "0"], {}, ("request_size", "0")),
+    ("request-size-word", lambda r: ["--request-size", "abc"], {}, ("request size", "abc")),
+    ("token-budget-word", lambda r: ["--token-budget", "many"], {}, ("token budget", "many")),
+    ("toml-workload-nope", _toml('workload = "nope"\n'), {}, ("workload", "nope")),
+    ("toml-request-size-negative", _toml("request_size = -5\n"), {}, ("request_size", "-5")),
+    ("memory-budget-zero", lambda r: ["--memory-budget-mb", "0"], {}, ("memory_budget_mb",)),
+    ("toml-trust-remote-code-word", _toml('trust_remote_code = "yes"\n'), {},
+     ("trust_remote_code",)),
     ("unknown-option", lambda r: ["--frobnicate"], {}, ("frobnicate",)),
 ]
 
@@ -143,6 +153,43 @@ def test_build_rejects_bad_input(existing_run: Path, project: Path,
     assert_one_error_line(done, *needles)
     assert snapshot(project / "data") == before
     assert (project / "data" / "latest").resolve() == existing_run.resolve()
+
+
+def _with_custom_code(tiny_model: Path, root: Path, change: str) -> str:
+    """A copy of the tiny model that asks to run its own code, one way or the other."""
+    folder = root / "custom-model"
+    shutil.copytree(tiny_model, folder)
+    if change == "auto_map":
+        config = json.loads((folder / "config.json").read_text())
+        config["auto_map"] = {"AutoModel": "modeling_custom.CustomModel"}
+        (folder / "config.json").write_text(json.dumps(config))
+    else:
+        modules = json.loads((folder / "modules.json").read_text())
+        modules[-1]["type"] = "custom_pooling.Pooling"
+        (folder / "modules.json").write_text(json.dumps(modules))
+    return str(folder)
+
+
+@pytest.mark.parametrize("change", ["auto_map", "modules_json"])
+def test_build_refuses_custom_code_unless_trusted(existing_run: Path, project: Path,
+                                                  tiny_model: Path, change: str) -> None:
+    model = _with_custom_code(tiny_model, project, change)
+    before = snapshot(project / "data")
+    done = profiler(["build", "--no-site", "--model", model], project)
+    assert_one_error_line(done, "custom code", "--trust-remote-code")
+    assert snapshot(project / "data") == before
+
+
+def test_build_rejects_a_token_budget_below_the_longest_text(existing_run: Path, project: Path,
+                                                             tiny_model: Path) -> None:
+    (project / "texts.txt").write_text("the river rose\na new law was passed\n",
+                                       encoding="utf-8")
+    before = snapshot(project / "data")
+    done = profiler(["build", "--no-site", "--model", str(tiny_model), "--corpus", "texts.txt",
+                     "--token-budget", "3"], project)
+    # [CLS] a new law was passed [SEP]: 7 tokens
+    assert_one_error_line(done, "token_budget 3", "longest text (7 tokens)", "at least 7")
+    assert snapshot(project / "data") == before
 
 
 def test_build_rejects_cuda_without_a_gpu(existing_run: Path, project: Path) -> None:

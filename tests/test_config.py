@@ -30,7 +30,8 @@ def test_timing_defaults_are_valid() -> None:
 
 
 @pytest.mark.parametrize("field", ["min_repeats", "max_repeats", "texts_per_repeat",
-                                   "overhead_rounds"])
+                                   "overhead_rounds", "workload_repeats", "query_texts",
+                                   "search_texts"])
 @pytest.mark.parametrize("value", [0, -1, 2.0, "3", True, None])
 def test_timing_counts_must_be_positive_ints(field: str, value: Any) -> None:
     kwargs = {field: value}
@@ -75,6 +76,48 @@ def test_settings_defaults() -> None:
     assert settings.batch_sizes == DEFAULT_BATCH_SIZES
     assert settings.timing == Timing()
     assert settings.quick is False
+    assert settings.workload == "bulk"
+    assert settings.request_size is None and settings.token_budget is None
+    assert settings.trust_remote_code is False
+
+
+@pytest.mark.parametrize("workload", ["bulk", "stream", "query"])
+def test_settings_accepts_each_workload(workload: str) -> None:
+    assert Settings(workload=workload).workload == workload
+
+
+@pytest.mark.parametrize("workload", ["warp", "BULK", "", None, 1])
+def test_settings_rejects_unknown_workload(workload: Any) -> None:
+    with pytest.raises(ProfilerError, match="unknown workload"):
+        Settings(workload=workload)
+
+
+@pytest.mark.parametrize("name", ["request_size", "token_budget"])
+@pytest.mark.parametrize("value", [0, -3, 2.5, "8", True])
+def test_request_size_and_token_budget_must_be_positive_ints(name: str, value: Any) -> None:
+    with pytest.raises(ProfilerError, match=name):
+        Settings(**{name: value})
+    assert getattr(Settings(**{name: 7}), name) == 7
+
+
+@pytest.mark.parametrize("value", [0, -1.0, "2048", True, None])
+def test_memory_budget_must_be_a_positive_number(value: Any) -> None:
+    with pytest.raises(ProfilerError, match="memory_budget_mb"):
+        Settings(memory_budget_mb=value)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_trust_remote_code_must_be_a_bool(value: Any) -> None:
+    with pytest.raises(ProfilerError, match="trust_remote_code"):
+        Settings(trust_remote_code=value)
+
+
+def test_request_texts_default_to_the_whole_corpus_of_at_least_1000() -> None:
+    assert Settings().request_texts(50) == 1000  # a small corpus is cycled up to 1,000 texts
+    assert Settings().request_texts(4321) == 4321  # a large one is the request as it is
+    assert Settings(quick=True).request_texts(4321) == 256
+    assert Settings(request_size=3).request_texts(4321) == 3  # as set, even under --quick
+    assert Settings(request_size=3, quick=True).request_texts(10) == 3
 
 
 @pytest.mark.parametrize("sizes", [(0,), (-4,), (8, 0), (8.0,), ("8",), (True,), (16, False),
@@ -261,6 +304,22 @@ def test_quick_preset_is_shorter_than_full_timing() -> None:
     assert QUICK_TIMING.min_time_s < full.min_time_s
     assert QUICK_TIMING.max_repeats < full.max_repeats
     assert QUICK_TIMING.min_repeats <= QUICK_TIMING.max_repeats
+    for name in ("workload_repeats", "query_texts", "search_texts"):
+        assert getattr(QUICK_TIMING, name) < getattr(full, name), name
+
+
+def test_workload_settings_come_from_the_file_and_the_command_line(tmp_path: Path) -> None:
+    _write(tmp_path / "profiler.toml", 'workload = "stream"\nrequest-size = 64\n'
+                                       "[timing]\nworkload-repeats = 4\n")
+    settings = load_settings({}, tmp_path)
+    assert (settings.workload, settings.request_size) == ("stream", 64)
+    assert settings.timing.workload_repeats == 4
+    cli = load_settings({"workload": "query", "request_size": None, "token_budget": 300},
+                        tmp_path)
+    assert (cli.workload, cli.request_size, cli.token_budget) == ("query", 64, 300)
+    _write(tmp_path / "profiler.toml", 'workload = "nope"\n')
+    with pytest.raises(ProfilerError, match="unknown workload 'nope'"):
+        load_settings({}, tmp_path)
 
 
 def test_quick_flag_uses_the_quick_preset_over_file_timing(tmp_path: Path) -> None:

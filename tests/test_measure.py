@@ -12,7 +12,8 @@ from profiler.config import Timing
 from profiler.measure.memory import PeakRss, rss_mb
 from profiler.measure.stats import Stats, summarize
 from profiler.measure.timing import RepeatPlan, repeat, timed
-from profiler.studies.batch_size import BatchPoint, pick_batch_sizes
+from profiler.studies.batch_size import WorkloadPoint, pick_batch_sizes
+from profiler.workloads import Padding
 
 # --- summarize ------------------------------------------------------------------------------
 
@@ -164,12 +165,12 @@ def test_peak_rss_without_allocation_is_small() -> None:
 # --- pick_batch_sizes -----------------------------------------------------------------------
 
 
-def point(batch_size: int, texts_per_s: float) -> BatchPoint:
+def point(batch_size: int, texts_per_s: float) -> WorkloadPoint:
     throughput = summarize([texts_per_s * 0.99, texts_per_s, texts_per_s * 1.01])
-    return BatchPoint(batch_size=batch_size, texts_per_repeat=256, forward_passes_per_repeat=1,
-                      tokens_per_repeat=1000, throughput_texts_per_s=throughput,
-                      batch_latency_ms=summarize([1.0]), latency_per_text_ms=1.0,
-                      tokens_per_s=1.0, peak_rss_increase_mb=0.0, cuda_memory_mb=None)
+    return WorkloadPoint(workload="bulk", batch_size=batch_size, texts=256, calls_per_pass=1,
+                         throughput_texts_per_s=throughput, call_latency_ms=summarize([1.0]),
+                         latency_per_text_ms=1.0, tokens_per_s=1.0,
+                         padding=Padding(100, 100, 1.0, 1.0, 1.0), cuda_memory_mb=None)
 
 
 def test_pick_fastest_and_smallest_within_tolerance() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from profiler.config import DEFAULT_MODEL
 from profiler.errors import ProfilerError
 from profiler.model import (
     BUNDLED_SHA256,
+    check_remote_code,
+    check_token_budget,
+    custom_code,
     load_model,
     pick_device,
     resolve_model,
@@ -197,3 +201,64 @@ def test_load_tiny_model(tiny_model: Path) -> None:
     assert info.to_dict()["embedding_dim"] == 32
     vectors = model.encode(["the river rose", "a new law"], convert_to_numpy=True)
     assert vectors.shape == (2, 32)
+
+
+# --- custom code and token budgets ----------------------------------------------------------
+
+
+def _copy_model(tiny_model: Path, target: Path) -> Path:
+    shutil.copytree(tiny_model, target)
+    return target
+
+
+def test_a_plain_sentence_transformers_dir_runs_no_custom_code(tiny_model: Path) -> None:
+    assert custom_code(tiny_model) is None
+    check_remote_code(resolve_model(str(tiny_model)), trusted=False)
+
+
+def test_auto_map_in_config_json_is_custom_code(tiny_model: Path, tmp_path: Path) -> None:
+    folder = _copy_model(tiny_model, tmp_path / "custom")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_custom.CustomModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    assert "config.json" in (custom_code(folder) or "")
+    source = resolve_model(str(folder))
+    with pytest.raises(ProfilerError, match="--trust-remote-code"):
+        check_remote_code(source, trusted=False)
+    check_remote_code(source, trusted=True)  # the user said they trust it
+
+
+def test_a_foreign_module_type_in_modules_json_is_custom_code(tiny_model: Path,
+                                                              tmp_path: Path) -> None:
+    folder = _copy_model(tiny_model, tmp_path / "custom")
+    modules = json.loads((folder / "modules.json").read_text())
+    assert all(m["type"].startswith("sentence_transformers.") for m in modules)
+    modules[-1]["type"] = "my_package.MyPooling"
+    (folder / "modules.json").write_text(json.dumps(modules))
+    assert "my_package.MyPooling" in (custom_code(folder) or "")
+    with pytest.raises(ProfilerError, match="--trust-remote-code"):
+        check_remote_code(resolve_model(str(folder)), trusted=False)
+
+
+def test_token_budget_must_hold_the_longest_text(tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    source = resolve_model(str(tiny_model))
+    texts = ["the river rose", "a new law was passed by the city"]
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
+    longest = max(len(ids) for ids in tokenizer(texts)["input_ids"])  # [CLS] and [SEP] count
+    assert longest == 10
+    check_token_budget(source, texts, longest)
+    with pytest.raises(ProfilerError, match=r"token_budget 9 .* \(10 tokens\); give at least 10"):
+        check_token_budget(source, texts, longest - 1)
+
+
+def test_token_budget_counts_a_long_text_as_the_model_cuts_it(tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    texts = ["the river rose", "law " * 100]
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
+    assert len(tokenizer(texts[1])["input_ids"]) > 64
+    _, info = load_model(resolve_model(str(tiny_model)), "cpu")
+    assert info.max_seq_length == 64  # the model reads 64 tokens of it: 64 is enough
+    check_token_budget(resolve_model(str(tiny_model)), texts, 64)

@@ -18,6 +18,7 @@ from profiler.onnx_backend import (
     choose_quant_config,
     export_onnx,
     onnx_available,
+    optimize_onnx,
     quantize_int8,
 )
 
@@ -102,6 +103,12 @@ def test_onnx_available_needs_onnxscript_without_legacy_exporter(
     assert reason is not None and reason.startswith("onnxscript is not installed: pip install")
 
 
+def test_a_broken_import_is_reported_on_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = ImportError("undefined symbol: foo\nmore details")
+    monkeypatch.setattr(importlib, "import_module", fake_import("onnx", broken))
+    assert onnx_available() == "onnx cannot be imported: undefined symbol: foo"
+
+
 def test_onnx_available_blocked_in_sys_modules(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert onnx_available() == "onnxruntime is not installed: pip install onnxruntime onnx"
@@ -174,3 +181,58 @@ def test_dynamo_exporter_matches(
     monkeypatch.setattr(onnx_backend, "_exporter", lambda: "dynamo")
     actual = OnnxEncoder(model, export_onnx(model, tmp_path)).encode(TEXTS, batch_size=3)
     assert cosines(actual, model.encode(TEXTS, convert_to_numpy=True)).min() > 0.99999
+
+
+@pytest.fixture(scope="module")
+def eager_onnx_path(model: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model exported with eager attention, whose graph ONNX Runtime's fusion matches."""
+    pytest.importorskip("onnxruntime", reason=SKIP_REASON)
+    return export_onnx(model, tmp_path_factory.mktemp("eager"), attention="eager")
+
+
+def test_eager_export_restores_attention(model: Any, eager_onnx_path: Path) -> None:
+    assert model[0].auto_model.config._attn_implementation == "sdpa"
+    actual = OnnxEncoder(model, eager_onnx_path).encode(TEXTS, batch_size=3)
+    assert cosines(actual, model.encode(TEXTS, convert_to_numpy=True)).min() > 0.99999
+
+
+def test_o2_fusions_match_model_encode(model: Any, eager_onnx_path: Path, tmp_path: Path) -> None:
+    fused = optimize_onnx(eager_onnx_path, tmp_path / "o2" / "model_o2.onnx", model)
+    print(fused.graph)
+    assert fused.path.is_file()
+    assert fused.fused == {"Attention": 2, "BiasGelu": 2, "LayerNormalization": 1,
+                           "SkipLayerNormalization": 4}  # 2 layers; embeddings keep LayerNorm
+    assert fused.graph == (
+        "torch.onnx.export (opset 17) + onnxruntime.transformers.optimizer, O2 fusions: "
+        "2 Attention, 2 BiasGelu, 1 LayerNormalization, 4 SkipLayerNormalization")
+    expected = model.encode(TEXTS, convert_to_numpy=True)
+    for batch_size in (1, 3, 32):  # padding differs per batch; the mask index must hold
+        actual = OnnxEncoder(model, fused.path, threads=1).encode(TEXTS, batch_size=batch_size)
+        assert actual.shape == expected.shape and actual.dtype == np.float32
+        assert cosines(actual, expected).min() > 1 - 1e-4
+
+
+def test_fusing_the_sdpa_export_still_matches(
+        model: Any, onnx_path: Path, tmp_path: Path) -> None:
+    fused = optimize_onnx(onnx_path, tmp_path / "model_o2.onnx", model)
+    assert "SkipLayerNormalization" in fused.fused and "O2 fusions: " in fused.graph
+    actual = OnnxEncoder(model, fused.path).encode(TEXTS, batch_size=4)
+    assert cosines(actual, model.encode(TEXTS, convert_to_numpy=True)).min() > 1 - 1e-4
+
+
+def test_fusion_failure_is_one_line(
+        model: Any, onnx_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxruntime.transformers import optimizer
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Incomplete symbolic shape inference\ntraceback details")
+    monkeypatch.setattr(optimizer, "optimize_model", fail)
+    with pytest.raises(ProfilerError, match=r"^ONNX fusion failed: Incomplete symbolic shape "
+                                            r"inference$"):
+        optimize_onnx(onnx_path, tmp_path / "model_o2.onnx", model)
+
+
+def test_fusion_missing_file(model: Any, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime", reason=SKIP_REASON)
+    with pytest.raises(ProfilerError, match="does not exist"):
+        optimize_onnx(tmp_path / "none.onnx", tmp_path / "out.onnx", model)

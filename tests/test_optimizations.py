@@ -3,31 +3,46 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import fmt, read_page, run_profiler, table_by_header
 
 from profiler.config import Settings, Timing
-from profiler.measure.flops import batch_flops, model_config
+from profiler.measure.flops import batch_flops, flops_per_token, model_config
 from profiler.model import load_model, resolve_model
 from profiler.studies.base import StudyContext
 from profiler.studies.optimizations import (
     OptimizationsStudy,
-    flops_of,
     make_bench,
     run_variant,
+    sample_batches,
     selected_variants,
 )
 from profiler.variants import FAMILIES, Skip, Variant, variants
+from profiler.workloads import (
+    Encode,
+    bulk_schedule,
+    model_encode,
+    request_of,
+    spread,
+    token_counts,
+)
 
 TEXTS = [f"the river rose by {n} percent in the old city" for n in range(40)]
 TIMING = Timing(warmup_repeats=0, min_time_s=0.0, min_repeats=3, max_repeats=3,
-                texts_per_repeat=16, quality_texts=20)
+                texts_per_repeat=16, quality_texts=20, workload_repeats=3, query_texts=10,
+                search_texts=16)
 
 
-def _context(tiny_model: Path, **settings: object) -> StudyContext:
+def _context(tiny_model: Path, **settings: Any) -> StudyContext:
     model, info = load_model(resolve_model(str(tiny_model)), "cpu")
+    settings = {"batch_sizes": (2, 8), "request_size": 40, **settings}
     return StudyContext(model=model, info=info, texts=TEXTS,
                         settings=Settings(timing=TIMING, length_batch_size=4, **settings))
 
@@ -38,16 +53,59 @@ def test_every_family_has_a_variant_and_the_baseline_comes_first() -> None:
     assert {v.family for v in found} == set(FAMILIES)
     assert [v.name for v in found if v.family == "threads"] == ["threads_1", "threads_2",
                                                                 "threads_3"]
+    # the plain call (batch 32, as a script would) is the baseline's family, at a fixed size
+    plain = found[1]
+    assert (plain.name, plain.family, plain.batch_size) == ("fp32_default", "fp32", 32)
+    assert {v.name: v.family for v in found if v.family in ("onnx", "openvino")} == {
+        "onnx": "onnx", "onnx_o2": "onnx", "openvino": "openvino", "openvino_bf16": "openvino"}
+    assert all(v.batch_size is None for v in found if v.name != "fp32_default")
+
+
+def test_single_queries_have_no_plain_batch_row_and_openvino_tunes_for_latency() -> None:
+    bulk, query = variants(2, "bulk"), variants(2, "query")
+    assert "fp32_default" in [v.name for v in bulk]
+    assert "fp32_default" not in [v.name for v in query]
+    snippet = {w: next(v.snippet for v in variants(2, w) if v.name == "openvino")
+               for w in ("bulk", "stream", "query")}
+    assert '"THROUGHPUT"' in snippet["bulk"]
+    assert '"LATENCY"' in snippet["stream"] and '"LATENCY"' in snippet["query"]
 
 
 def test_selection_keeps_the_baseline(tiny_model: Path) -> None:
     ctx = _context(tiny_model, experiments=("bf16",))
-    assert [v.name for v in selected_variants(ctx)] == ["fp32", "bf16"]
+    assert [v.name for v in selected_variants(ctx)] == ["fp32", "fp32_default", "bf16"]
+    ctx = _context(tiny_model, experiments=("openvino",), workload="query")
+    assert [v.name for v in selected_variants(ctx)] == ["fp32", "openvino", "openvino_bf16"]
 
 
-def test_baseline_and_bf16_rows(tiny_model: Path) -> None:
-    result = OptimizationsStudy().run(_context(tiny_model, experiments=("bf16", "max_seq")))
+def test_sample_batches_are_evenly_spaced_whole_batches() -> None:
+    schedule = [[4 * i + j for j in range(4)] for i in range(10)]
+    assert sample_batches(schedule, 16) == [schedule[1], schedule[3], schedule[6], schedule[8]]
+    assert sample_batches(schedule, 1000) == schedule  # never more than the schedule
+    assert sample_batches([[0, 1, 2]], 1) == [[0, 1, 2]]  # at least one batch
+
+
+def test_the_bench_is_the_chosen_workload_over_the_request(tiny_model: Path) -> None:
+    ctx = _context(tiny_model)
+    bulk = make_bench(ctx, {})
+    assert bulk.workload == "bulk" and bulk.texts == request_of(TEXTS, 40)
+    assert bulk.sizes == [2, 8, 32]  # the sizes asked for and sentence-transformers' default
+    assert bulk.tokens == token_counts(ctx.model, bulk.texts, 64)
+    assert (bulk.search_texts, bulk.repeats, len(bulk.quality_texts)) == (16, 3, 20)
+    query = make_bench(_context(tiny_model, workload="query"), {})
+    assert query.sizes == [1] and query.texts == spread(request_of(TEXTS, 40), 10)
+
+
+def test_baseline_and_bf16_rows(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import profiler.studies.optimizations as study
+
+    monkeypatch.setattr(study, "PRUNE_BELOW", 0.0)  # bf16 on a CPU may be slow: time it anyway
+    ctx = _context(tiny_model, experiments=("bf16", "max_seq"))
+    result = OptimizationsStudy().run(ctx)
+    assert result["workload"] == "bulk" and result["texts"] == 40
+    assert result["batch_sizes"] == [2, 8, 32] and result["search_texts"] == 16
     rows = {e["name"]: e for e in result["experiments"]}
+    assert list(rows) == ["fp32", "fp32_default", "bf16", "max_seq_128", "max_seq_64"]
     base, bf16 = rows["fp32"], rows["bf16"]
     assert base["status"] == "measured" and result["baseline_drift"] > 0
     # the baseline is compared with itself timed twice: first run's median over both runs'
@@ -61,16 +119,46 @@ def test_baseline_and_bf16_rows(tiny_model: Path) -> None:
     low, high = bf16["speedup_ci95"]
     assert low <= bf16["speedup"] <= high
     assert bf16["peak_dtype"] == "bfloat16" and bf16["peak_pct"] > 0
-    # the tiny model stops at 64 tokens: neither truncation variant can run
+    for row in (base, bf16):  # each at the fastest size of its own search, whole passes
+        search = row["search_texts_per_s"]
+        assert set(search) == {"2", "8", "32"}
+        assert row["batch_size"] == int(max(search, key=lambda size: search[size]))
+        assert row["workload"] == "bulk" and row["throughput_texts_per_s"]["n"] == 3
+    plain = rows["fp32_default"]
+    if base["batch_size"] == 32:
+        assert plain["status"] == "skipped" and "already 32" in plain["reason"]
+    else:
+        assert plain["status"] == "measured" and plain["batch_size"] == 32
+        assert set(plain["search_texts_per_s"]) == {"32"}
+    # the tiny model stops at 64 tokens and no text here comes near: nothing to cut
     assert rows["max_seq_128"]["status"] == rows["max_seq_64"]["status"] == "skipped"
     assert "64 tokens" in rows["max_seq_64"]["reason"]
-    assert result["batch_size"] == 4 and result["texts_per_repeat"] == 16
+
+
+def test_executed_and_useful_flops_follow_the_bulk_batches(tiny_model: Path) -> None:
+    model, info = load_model(resolve_model(str(tiny_model)), "cpu")
+    # lengths that differ a lot, so that padding shows in executed against useful FLOPs
+    texts = [("the river rose " * (1 + i % 5)).strip() for i in range(40)]
+    settings = Settings(timing=TIMING, batch_sizes=(2, 8), request_size=40)
+    ctx = StudyContext(model=model, info=info, texts=texts, settings=settings)
+    base = asdict(run_variant(ctx, variants(2)[0], make_bench(ctx, {})))
+    size, median = base["batch_size"], base["throughput_texts_per_s"]["median"]
+    request = request_of(texts, 40)
+    tokens = token_counts(ctx.model, request, 64)
+    config = model_config(ctx.model)
+    executed = sum(batch_flops(config, len(batch), max(tokens[i] for i in batch))
+                   for batch in bulk_schedule(request, size))
+    per_s = median / len(request) / 1e9
+    useful = sum(count * flops_per_token(config, count) for count in tokens)
+    assert base["gflops_per_s"] == pytest.approx(executed * per_s)
+    assert base["useful_gflops_per_s"] == pytest.approx(useful * per_s)
+    assert useful <= executed
 
 
 def test_a_skipped_variant_says_why_and_a_failing_one_does_not_stop_the_study(
         tiny_model: Path) -> None:
     ctx = _context(tiny_model)
-    bench = make_bench(ctx, 4, {"float32": 100.0})
+    bench = make_bench(ctx, {"float32": 100.0})
 
     def missing(_: StudyContext) -> object:
         raise Skip("onnxruntime is not installed: pip install onnxruntime onnx")
@@ -84,24 +172,55 @@ def test_a_skipped_variant_says_why_and_a_failing_one_does_not_stop_the_study(
     assert failed.status == "failed" and failed.reason == "RuntimeError: export failed"
 
 
-def test_quick_mode_skips_compile(tiny_model: Path) -> None:
-    ctx = _context(tiny_model, quick=True)
-    compile_variant = next(v for v in variants(2) if v.name == "compile")
-    row = run_variant(ctx, compile_variant, make_bench(ctx, 4, {}))
-    assert row.status == "skipped" and "--quick" in (row.reason or "")
+def slowed(seconds_per_text: float) -> Any:
+    """A variant build: the model's own encode, made `seconds_per_text` slower per text."""
+    @contextmanager
+    def build(ctx: StudyContext) -> Iterator[Encode]:
+        encode = model_encode(ctx.model)
+
+        def slow(texts: list[str], batch_size: int) -> Any:
+            time.sleep(seconds_per_text * len(texts))
+            return encode(texts, batch_size)
+        yield slow
+    return build
 
 
-def test_flops_count_padding_by_hand(tiny_model: Path) -> None:
+def test_a_variant_far_slower_on_the_search_sample_is_not_timed(tiny_model: Path) -> None:
     ctx = _context(tiny_model)
-    tokenizer = ctx.model.tokenizer
-    batch = ["rose", "the river rose by ten percent"]
-    longest = max(len(ids) for ids in tokenizer(batch)["input_ids"])
-    config = model_config(ctx.model)
-    assert flops_of(ctx, [batch], None) == batch_flops(config, 2, longest)
-    h, i, layers = 32, 64, 2
-    per_token = layers * (8 * h * h + 4 * h * i + 4 * longest * h)
-    assert flops_of(ctx, [batch], None) == 2 * longest * per_token
-    assert flops_of(ctx, [batch], 3) == batch_flops(config, 2, 3)
+    bench = make_bench(ctx, {})
+    base = run_variant(ctx, variants(2)[0], bench)
+    assert base.status == "measured" and bench.base_search is not None
+    assert max(bench.base_search.values()) > 100  # texts/s: far faster than the slow one
+    slow = run_variant(ctx, Variant("slow", "slow", "one line", "", slowed(0.02)), bench)
+    assert slow.status == "skipped" and "far slower" in (slow.reason or "")
+    assert slow.throughput_texts_per_s is None
+    # under a quarter of the baseline at the first size: the search stops there
+    assert slow.search_texts_per_s is not None and set(slow.search_texts_per_s) == {"2"}
+    assert slow.search_texts_per_s["2"] < 0.25 * bench.base_search[2]
+
+
+def test_the_plain_model_encode_row_is_timed_however_slow(tiny_model: Path) -> None:
+    """fp32 at batch 32 is the reference every 'x plain model.encode' figure divides by."""
+    ctx = _context(tiny_model)
+    bench = make_bench(ctx, {})
+    assert run_variant(ctx, variants(2)[0], bench).status == "measured"
+    assert bench.base_search is not None and bench.base_size is not None
+    # as if the baseline's best size had been more than twice as fast as batch 32 (a GPU at
+    # batch 256, say): the plain row is still the reference and must be measured
+    bench.base_search = {size: 100 * value for size, value in bench.base_search.items()}
+    bench.base_size = 8
+    plain = run_variant(ctx, variants(2)[1], bench)
+    assert plain.name == "fp32_default"
+    assert plain.status == "measured", plain.reason
+
+
+def test_quick_mode_skips_compile_and_the_second_backend_variants(tiny_model: Path) -> None:
+    ctx = _context(tiny_model, quick=True)
+    bench = make_bench(ctx, {})
+    for name in ("compile", "onnx_o2", "openvino_bf16"):
+        variant = next(v for v in variants(2) if v.name == name)
+        row = run_variant(ctx, variant, bench)
+        assert row.status == "skipped" and "--quick" in (row.reason or ""), name
 
 
 def test_optimizations_page_and_recommendations(tiny_project: Path, tiny_model: Path) -> None:
@@ -111,22 +230,35 @@ def test_optimizations_page_and_recommendations(tiny_project: Path, tiny_model: 
     assert done.returncode == 0, done.stderr
     run_dir = (tiny_project / "data" / "latest").resolve()
     result = json.loads((run_dir / "optimizations.json").read_text())["result"]
-    batch = json.loads((run_dir / "batch_size.json").read_text())["result"]
-    assert result["batch_size"] == batch["recommended_batch_size"]
-    assert [e["name"] for e in result["experiments"]] == ["fp32", "bf16", "onnx"]
-    assert [b["batch_size"] for b in result["batch_efficiency"]] == [2, 4, 8]
+    assert result["workload"] == "bulk" and result["texts"] == 48
+    assert result["batch_sizes"] == [2, 4, 8, 32]
+    assert [e["name"] for e in result["experiments"]] == ["fp32", "fp32_default", "bf16",
+                                                          "onnx", "onnx_o2"]
+    measured = [e for e in result["experiments"] if e["status"] == "measured"]
+    assert measured[0]["name"] == "fp32"
+    for experiment in measured:  # each at the best size of its own search
+        search = experiment["search_texts_per_s"]
+        assert experiment["batch_size"] == int(max(search, key=lambda size: search[size]))
+        assert experiment["batch_size"] in result["batch_sizes"]
 
     page = read_page(tiny_project / "site" / "report" / "optimizations" / "index.html")
     rows = {r["Experiment"]: r for r in table_by_header(page, "Experiment", "Speedup")}
-    for experiment in result["experiments"]:
+    assert set(rows) == {e["title"] for e in measured}
+    for experiment in measured:
         row = rows[experiment["title"]]
+        assert row["Batch size"] == str(experiment["batch_size"])
         assert row["Mean cosine"] == fmt(experiment["quality"]["cosine_mean"], 6)
         assert row["Speedup (95% interval)"].startswith(fmt(experiment["speedup"], 2))
+    left_out = {r["Experiment"]: r for r in table_by_header(page, "Experiment", "Why")}
+    assert set(left_out) == {e["title"] for e in result["experiments"] if e not in measured}
     assert len(page.specs) == 2
     summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["studies"]["optimizations"]["workload"] == "bulk"
     assert "recommendations" in summary and "not_recommended" in summary
-    listed = len(summary["recommendations"]) + len(summary["not_recommended"])
-    assert listed >= 2  # every measured non-baseline experiment is on one list or the other
+    listed = ({r["experiment"] for r in summary["recommendations"]}
+              | {r["name"] for r in summary["not_recommended"]})
+    # every measured change (not the fp32 rows) is on one list or the other
+    assert {e["name"] for e in measured if e["family"] != "fp32"} <= listed
     recs = read_page(tiny_project / "site" / "report" / "recommendations" / "index.html").text
     for rec in summary["recommendations"]:
         assert rec["title"] in recs
@@ -153,28 +285,17 @@ def test_no_baseline_means_no_comparison(tiny_model: Path, monkeypatch: pytest.M
 
     real = study.variants
 
-    def with_broken_baseline(threads: int) -> list[Variant]:
-        found = real(threads)
+    def with_broken_baseline(threads: int, workload: str = "bulk") -> list[Variant]:
+        found = real(threads, workload)
         found[0] = Variant("fp32", "fp32 baseline", "none", "", broken_baseline)
         return found
 
     monkeypatch.setattr(study, "variants", with_broken_baseline)
     result = OptimizationsStudy().run(_context(tiny_model, experiments=("bf16",)))
-    base, bf16 = result["experiments"]
+    base, plain, bf16 = result["experiments"]
     assert base["status"] == "failed" and "out of memory" in base["reason"]
-    assert bf16["status"] == "skipped" and "baseline" in bf16["reason"]
-
-
-def test_a_quick_build_uses_the_batch_study_of_the_same_process(tiny_model: Path,
-                                                                tmp_path: Path) -> None:
-    from dataclasses import replace
-
-    from profiler.storage import write_json
-    from profiler.studies.optimizations import earlier_batch_study
-
-    ctx = replace(_context(tiny_model), run_dir=tmp_path)
-    assert earlier_batch_study(ctx) is None
-    write_json(tmp_path / "batch_size.partial.json",
-               {"study": "batch_size", "result": {"recommended_batch_size": 2, "points": []}})
-    study = earlier_batch_study(ctx)
-    assert study is not None and study["recommended_batch_size"] == 2
+    assert result["baseline_drift"] is None
+    for row in (plain, bf16):
+        assert row["status"] == "skipped" and "baseline" in row["reason"]
+        assert row["speedup"] is None
+    assert OptimizationsStudy.headline(result)["best"] is None

@@ -1,7 +1,11 @@
-"""Rank bottlenecks from a run's measurements: each rule reads one study's result.
+"""Rank bottlenecks by what removing them would save on the chosen workload, as measured.
 
-Severity comes from the measured impact alone (see SEVERITY): high at 30% or more, medium at
-10% or more, low below. A leak is always high. The methodology page states the same rules.
+A bottleneck names a change and its impact is the measured share of the workload's time that
+change removed: 1 − 1/speedup, with the 95% interval of that share. Only savings whose whole
+interval lies above zero are ranked. Facts no change removes (the forward pass's share, memory
+growing with batch size, the cost of long synthetic texts) are listed as context instead.
+Severity comes from the impact: high at 30% or more, medium at 10% or more, low below. Memory
+over its budget and a leak are always high. The methodology page states the same rules.
 """
 
 from __future__ import annotations
@@ -10,22 +14,46 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
+from profiler.measure.stats import speedup_interval
+
 SEVERITY = (("high", 30.0), ("medium", 10.0), ("low", 0.0))
 ORDER = {name: rank for rank, (name, _) in enumerate(SEVERITY)}
+Result = dict[str, Any]
+PADDING_MARGIN = 0.02  # the stream must pad at least this share of tokens more than bulk
+FAMILIES = {"dtype": ("bf16", "fp16", "torch_int8"),
+            "backend": ("onnx", "onnx_o2", "onnx_int8", "openvino", "openvino_bf16", "compile")}
 
 
 @dataclass(frozen=True)
 class Bottleneck:
-    """One measured cost, how big it is and the figures it rests on."""
+    """A measured cost, the change that removes it, how much it saves and the figures behind it."""
 
     title: str
     study: str
     impact_pct: float
+    impact_ci95_pct: list[float] | None
     severity: str
+    change: str
     evidence: str
+    workload: str
 
     def to_dict(self) -> dict[str, Any]:
         """Return the bottleneck as plain data."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Context:
+    """A measured fact that explains the figures but that no single change removes."""
+
+    title: str
+    study: str
+    evidence: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fact as plain data."""
         return asdict(self)
 
 
@@ -34,109 +62,210 @@ def severity_of(impact_pct: float) -> str:
     return next((name for name, floor in SEVERITY if impact_pct >= floor), "low")
 
 
-def _found(title: str, study: str, impact: float, evidence: str,
-           severity: str | None = None) -> Bottleneck | None:
-    if impact <= 0:  # nothing lost: not a bottleneck (e.g. long texts no slower, within noise)
+def speedup_of(base: list[float], faster: list[float]) -> tuple[float, tuple[float, float]]:
+    """Median throughput ratio of two sample sets, with its bootstrap 95% interval."""
+    return float(np.median(faster) / np.median(base)), speedup_interval(base, faster)
+
+
+def _found(title: str, study: str, speedup: tuple[float, Any], change: str, evidence: str,
+           workload: str) -> Bottleneck | None:
+    """A bottleneck worth 1 − 1/speedup of the time, if the interval's low end is above 1."""
+    ratio, (low, high) = speedup
+    if low <= 1:  # the saving is within the noise: nothing to rank
         return None
-    return Bottleneck(title, study, round(impact, 2), severity or severity_of(impact), evidence)
+    impact = 100 * (1 - 1 / ratio)
+    return Bottleneck(title, study, round(impact, 2),
+                      [round(100 * (1 - 1 / low), 2), round(100 * (1 - 1 / high), 2)],
+                      severity_of(impact), change, evidence, workload)
 
 
-def _median(stats: dict[str, Any]) -> float:
-    return float(stats["median"])
+def _points(result: Result, workload: str) -> dict[int, Result]:
+    return {p["batch_size"]: p for p in result["points"] if p["workload"] == workload}
 
 
-def batch_size_choice(result: dict[str, Any]) -> Bottleneck | None:
-    """Throughput lost at the slowest batch size tested, against the fastest."""
-    points = result["points"]
-    if len(points) < 2:
+def padding(result: Result) -> Bottleneck | None:
+    """A stream pads every batch to its longest text; sorting by length removes most of it."""
+    if result["workload"] != "stream":
         return None
-    best = max(points, key=lambda p: _median(p["throughput_texts_per_s"]))
-    worst = min(points, key=lambda p: _median(p["throughput_texts_per_s"]))
-    hi, lo = _median(best["throughput_texts_per_s"]), _median(worst["throughput_texts_per_s"])
-    return _found(f"Batch size {worst['batch_size']} loses throughput", "batch_size",
-                  100 * (1 - lo / hi),
-                  f"batch {worst['batch_size']}: {lo:,.1f} texts/s against {hi:,.1f} at "
-                  f"batch {best['batch_size']}")
+    size = result["choices"]["stream"]["recommended_batch_size"]
+    stream, bulk = _points(result, "stream")[size], _points(result, "bulk")[size]
+    if stream["padding"]["real_share"] > bulk["padding"]["real_share"] - PADDING_MARGIN:
+        return None  # both pad alike: a gap between them is not padding's
+    remedies = [r for r in result.get("remedies", []) if r["name"] != "stream"
+                and r["speedup_ci95"] and r["speedup_ci95"][0] > 1]
+    change = (f"{max(remedies, key=lambda r: r['speedup'])['title']} (see Recommendations)"
+              if remedies else "sort texts by length before batching them")
+    evidence = (f"batch {size}: the stream's batches are {_pct(stream['padding']['real_share'])} "
+                f"real tokens against {_pct(bulk['padding']['real_share'])} sorted by length; "
+                f"{_tp(stream)} texts/s in arrival order, {_tp(bulk)} length-sorted")
+    return _found("Padding in arrival-order batches", "batch_size",
+                  speedup_of(stream["throughput_texts_per_s"]["samples"],
+                             bulk["throughput_texts_per_s"]["samples"]), change, evidence,
+                  "stream")
 
 
-def latency_tail(result: dict[str, Any]) -> Bottleneck | None:
-    """How far p99 batch latency sits above p50 at the recommended batch size."""
-    point = next(p for p in result["points"]
-                 if p["batch_size"] == result["recommended_batch_size"])
-    p50, p99 = point["batch_latency_ms"]["p50"], point["batch_latency_ms"]["p99"]
-    return _found("Latency tail at the recommended batch size", "batch_size",
-                  100 * (p99 / p50 - 1),
-                  f"batch {point['batch_size']}: p99 {p99:,.1f} ms against p50 {p50:,.1f} ms")
-
-
-def long_texts(result: dict[str, Any]) -> Bottleneck | None:
-    """Throughput lost from the shortest to the longest text length tested."""
-    points = sorted(result["points"], key=lambda p: p["target_chars"])
-    if len(points) < 2:
+def batch_size_choice(result: Result) -> Bottleneck | None:
+    """The default batch size (32) against the fastest one, on the chosen workload."""
+    workload = result["workload"]
+    if workload == "query":
         return None
-    short, long = points[0], points[-1]
-    fast, slow = (_median(p["throughput_texts_per_s"]) for p in (short, long))
-    return _found("Long texts cost more per text", "text_length", 100 * (1 - slow / fast),
-                  f"{slow:,.1f} texts/s at {long['target_chars']:,} chars against {fast:,.1f} at "
-                  f"{short['target_chars']:,} chars ({long['tokens_per_text_mean']:,.0f} vs "
-                  f"{short['tokens_per_text_mean']:,.0f} tokens per text)")
+    points, default = _points(result, workload), result["default_batch_size"]
+    best = result["choices"][workload]["recommended_batch_size"]
+    if best == default or default not in points:
+        return None
+    return _found(f"Batch size {default} (sentence-transformers' default)", "batch_size",
+                  speedup_of(points[default]["throughput_texts_per_s"]["samples"],
+                             points[best]["throughput_texts_per_s"]["samples"]),
+                  f"batch_size={best}",
+                  f"{workload}: {_tp(points[default])} texts/s at batch {default}, "
+                  f"{_tp(points[best])} at batch {best}", workload)
 
 
-def memory_per_text(result: dict[str, Any]) -> Bottleneck | None:
-    """Peak memory the largest batch adds, relative to the loaded model's RSS."""
-    largest = max(result["points"], key=lambda p: p["batch_size"])
-    loaded = largest["rss_after_load_mb"]
-    slope = result["fit"]["slope"] if result.get("fit") else None
-    per_text = f"; {slope:,.2f} MB per extra text in a batch" if slope is not None else ""
-    return _found("Activation memory grows with batch size", "memory",
-                  100 * largest["peak_increase_mb"] / loaded,
-                  f"batch {largest['batch_size']} peaks {largest['peak_increase_mb']:,.0f} MB "
-                  f"above the loaded process's {loaded:,.0f} MB{per_text}")
+def experiment_family(title: str, names: tuple[str, ...] | Callable[[str], bool]
+                      ) -> Callable[[Result], Bottleneck | None]:
+    """A rule: the best measured experiment of a family, as the bottleneck it removes."""
+    def rule(result: Result) -> Bottleneck | None:
+        base = _experiment(result, "fp32")
+        picked = [e for e in result["experiments"] if e["status"] == "measured"
+                  and (names(e["name"]) if callable(names) else e["name"] in names)
+                  and e["speedup_ci95"] and e["speedup_ci95"][0] > 1]  # beyond the noise
+        if base is None or base["status"] != "measured" or not picked:
+            return None
+        best = max(picked, key=lambda e: e["speedup"])
+        quality = best["quality"]["cosine_mean"] if best["quality"] else None
+        cost = f", mean cosine to fp32 {quality:.5f}" if quality is not None else ""
+        return _found(title, "optimizations", (best["speedup"], best["speedup_ci95"]),
+                      best["title"],
+                      f"{best['title']} at batch {best['batch_size']}: {best['speedup']:.2f}× "
+                      f"the fp32 baseline at batch {base['batch_size']}{cost}",
+                      result["workload"])
+    return rule
 
 
-def leak(result: dict[str, Any]) -> Bottleneck | None:
+def _experiment(result: Result, name: str) -> Result | None:
+    return next((e for e in result["experiments"] if e["name"] == name), None)
+
+
+def leak(result: Result) -> Bottleneck | None:
     """A steady-state RSS slope whose interval clears the threshold: always high."""
     if not result["leak"]:
         return None
-    fit = result["fit"]
-    last = result["rss_mb"][-1]
+    fit, last = result["fit"], result["rss_mb"][-1]
     growth = 100 * result["growth_mb_per_1000_iterations"] / last
-    return _found("Memory leak", "leak", growth,
-                  f"RSS grows {fit['slope']:,.3f} MB per iteration "
-                  f"(95% interval {fit['slope_ci95'][0]:,.3f} to {fit['slope_ci95'][1]:,.3f}); "
-                  f"impact is the growth over 1,000 iterations against {last:,.0f} MB", "high")
+    return Bottleneck("Memory leak", "leak", round(growth, 2), None, "high",
+                      "find what keeps each batch's output alive",
+                      f"RSS grows {fit['slope']:,.3f} MB per iteration (95% interval "
+                      f"{fit['slope_ci95'][0]:,.3f} to {fit['slope_ci95'][1]:,.3f}); impact is "
+                      f"the growth over 1,000 iterations against {last:,.0f} MB", "bulk")
 
 
-def stage_shares(result: dict[str, Any]) -> list[Bottleneck]:
-    """The forward pass's and tokenization's share of encoding time, averaged over batch sizes."""
-    points = result["points"]
-    found: list[Bottleneck | None] = []
-    for stage, title in (("forward", "Forward pass dominates encoding time"),
-                         ("tokenize", "Tokenization time")):
-        shares = [100 * p["stage_share"][stage] for p in points]
-        mean = sum(shares) / len(shares)
-        found.append(_found(title, "stages", mean,
-                            f"{stage}: {min(shares):.1f}–{max(shares):.1f}% of encoding time "
-                            f"across batch sizes {points[0]['batch_size']}–"
-                            f"{points[-1]['batch_size']}"))
-    return [b for b in found if b is not None]
+def memory_budget(result: Result, budget_mb: float) -> Bottleneck | None:
+    """Peak memory above the budget at the largest batch size: always high."""
+    largest = max(result["points"], key=lambda p: p["batch_size"])
+    over = largest["peak_rss_mb"] - budget_mb
+    if over <= 0:
+        return None
+    return Bottleneck("Peak memory over budget", "memory", round(100 * over / budget_mb, 2),
+                      None, "high", "a smaller batch size or a smaller dtype",
+                      f"batch {largest['batch_size']} peaks at {largest['peak_rss_mb']:,.0f} MB "
+                      f"against a budget of {budget_mb:,.0f} MB", "bulk")
 
 
-Rule = Callable[[dict[str, Any]], Bottleneck | None]
-RULES: dict[str, tuple[Rule, ...]] = {
-    "batch_size": (batch_size_choice, latency_tail),
-    "text_length": (long_texts,),
-    "memory": (memory_per_text,),
+RULES: dict[str, tuple[Callable[[Result], Bottleneck | None], ...]] = {
+    "batch_size": (padding, batch_size_choice),
+    "optimizations": (
+        experiment_family("Long inputs", lambda name: name.startswith("max_seq_")),
+        experiment_family("Thread count", lambda name: name.startswith("threads_")),
+        experiment_family("fp32 weights", FAMILIES["dtype"]),
+        experiment_family("PyTorch eager backend", FAMILIES["backend"])),
     "leak": (leak,),
 }
 
 
-def find_bottlenecks(results: dict[str, dict[str, Any]]) -> list[Bottleneck]:
+def find_bottlenecks(results: dict[str, Result], memory_budget_mb: float = 2048.0
+                     ) -> list[Bottleneck]:
     """Apply every rule to the studies present; rank by severity, then impact."""
     found: list[Bottleneck] = []
+    chosen = results.get("batch_size", {}).get("workload")
     for study, rules in RULES.items():
-        if study in results:
+        workload = results.get(study, {}).get("workload")
+        if study in results and not (chosen and workload and workload != chosen):
             found += [b for rule in rules if (b := rule(results[study])) is not None]
-    if "stages" in results:
-        found += stage_shares(results["stages"])
+    if "memory" in results and (over := memory_budget(results["memory"], memory_budget_mb)):
+        found.append(over)
     return sorted(found, key=lambda b: (ORDER[b.severity], -b.impact_pct))
+
+
+def find_context(results: dict[str, Result], memory_budget_mb: float = 2048.0) -> list[Context]:
+    """The measured facts that explain the figures but are not removable costs."""
+    facts: list[Context | None] = []
+    if "batch_size" in results:
+        facts += [padding_context(results["batch_size"]), tail(results["batch_size"])]
+    if "stages" in results:
+        facts.append(stage_shares(results["stages"]))
+    if "memory" in results:
+        facts.append(memory_growth(results["memory"], memory_budget_mb))
+    if "text_length" in results:
+        facts.append(long_texts(results["text_length"]))
+    return [f for f in facts if f is not None]
+
+
+def padding_context(result: Result) -> Context:
+    """How much of each workload's work is padding at its recommended batch size."""
+    parts = []
+    for workload in ("bulk", "stream"):
+        size = result["choices"][workload]["recommended_batch_size"]
+        share = _points(result, workload)[size]["padding"]["real_share"]
+        parts.append(f"{workload} at batch {size}: {_pct(share)} of computed tokens are real")
+    return Context("Padding", "batch_size", "; ".join(parts) + "; a query has none")
+
+
+def tail(result: Result) -> Context:
+    """Single-query latency tail and cold start."""
+    latency, cold = result["query"]["latency_ms"], result["query"].get("cold_start")
+    start = (f"; a cold start (import, load, first call) takes {cold['total_s']:,.1f} s"
+             if cold else "")
+    return Context("Query latency", "batch_size",
+                   f"one text per call: p50 {latency['p50']:,.1f} ms, p99 {latency['p99']:,.1f} "
+                   f"ms, max {latency['max']:,.1f} ms{start}")
+
+
+def stage_shares(result: Result) -> Context:
+    """Where encoding time goes, stage by stage: the forward pass is the model itself."""
+    points = result["points"]
+    share = {s: sum(p["stage_share"][s] for p in points) / len(points) for s in result["stages"]}
+    return Context("The forward pass is the work", "stages",
+                   f"forward {_pct(share['forward'])}, tokenization {_pct(share['tokenize'])}, "
+                   f"pooling {_pct(share['pooling'])} of encoding time (mean over batch sizes)")
+
+
+def memory_growth(result: Result, budget_mb: float) -> Context:
+    """Activation memory per text in a batch, and the peak against the budget."""
+    largest = max(result["points"], key=lambda p: p["batch_size"])
+    slope = result["fit"]["slope"] if result.get("fit") else None
+    per_text = f"; {slope:,.2f} MB per extra text in a batch" if slope is not None else ""
+    return Context("Memory grows with batch size", "memory",
+                   f"batch {largest['batch_size']} peaks at {largest['peak_rss_mb']:,.0f} MB, "
+                   f"{_pct(largest['peak_rss_mb'] / budget_mb)} of the {budget_mb:,.0f} MB "
+                   f"budget{per_text}")
+
+
+def long_texts(result: Result) -> Context | None:
+    """Synthetic texts of growing length: what a longer input costs per text."""
+    points = sorted(result["points"], key=lambda p: p["target_chars"])
+    if len(points) < 2:
+        return None
+    short, long = points[0], points[-1]
+    return Context("Longer texts cost more per text", "text_length",
+                   f"{_tp(long)} texts/s at {long['target_chars']:,} characters against "
+                   f"{_tp(short)} at {short['target_chars']:,} "
+                   f"({long['tokens_per_text_mean']:,.0f} vs {short['tokens_per_text_mean']:,.0f} "
+                   "tokens per text)")
+
+
+def _tp(point: Result) -> str:
+    return f"{point['throughput_texts_per_s']['median']:,.1f}"
+
+
+def _pct(share: float) -> str:
+    return f"{100 * share:.1f}%"

@@ -12,55 +12,69 @@ HEIGHT = 300
 
 
 def batch_size_charts(result: dict[str, Any]) -> list[tuple[str, Any]]:
-    """Throughput, latency percentiles and peak memory against batch size."""
+    """Throughput per workload, padding per workload and stream latency, against batch size."""
     points = result["points"]
-    return [("Throughput against batch size", throughput_chart(points, result)),
-            ("Latency per batch against batch size", latency_chart(points)),
-            ("Peak RSS increase against batch size", memory_chart(points))]
+    return [("Throughput against batch size: bulk and stream (dashed: single queries)",
+             throughput_chart(points, result)),
+            ("Real tokens as a share of computed tokens", padding_chart(points)),
+            ("Latency per stream batch against batch size",
+             latency_chart([p for p in points if p["workload"] == "stream"]))]
+
+
+def _size_axis(points: list[dict[str, Any]]) -> Any:
+    sizes = sorted({p["batch_size"] for p in points})
+    return alt.X("batch_size:Q", scale=alt.Scale(type="log", base=2), title="Batch size",
+                 axis=alt.Axis(values=sizes))
 
 
 def throughput_chart(points: list[dict[str, Any]], result: dict[str, Any]) -> Any:
-    """Median throughput with its min-max range; the recommended batch size is marked."""
-    rows = [{"batch_size": p["batch_size"], "median": p["throughput_texts_per_s"]["median"],
+    """Median throughput per workload with its min-max range; the chosen size is marked."""
+    chosen = result["choices"].get(result["workload"], {}).get("recommended_batch_size")
+    rows = [{"batch_size": p["batch_size"], "workload": p["workload"],
+             "median": p["throughput_texts_per_s"]["median"],
              "min": p["throughput_texts_per_s"]["min"], "max": p["throughput_texts_per_s"]["max"],
              "cv_pct": 100 * p["throughput_texts_per_s"]["cv"],
-             "recommended": p["batch_size"] == result["recommended_batch_size"]} for p in points]
-    base = alt.Chart(alt.Data(values=rows)).encode(
-        x=alt.X("batch_size:Q", scale=alt.Scale(type="log", base=2), title="Batch size",
-                axis=alt.Axis(values=[r["batch_size"] for r in rows])))
+             "recommended": p["workload"] == result["workload"] and p["batch_size"] == chosen}
+            for p in points]
+    base = alt.Chart(alt.Data(values=rows)).encode(x=_size_axis(points))
+    color = alt.Color("workload:N", title="Workload")
     line = base.mark_line(point=True).encode(
-        y=alt.Y("median:Q", title="Throughput (texts/s, median)"),
-        tooltip=["batch_size:Q", alt.Tooltip("median:Q", format=",.1f"),
+        y=alt.Y("median:Q", title="Throughput (texts/s, median)"), color=color,
+        tooltip=["workload:N", "batch_size:Q", alt.Tooltip("median:Q", format=",.1f"),
                  alt.Tooltip("min:Q", format=",.1f"), alt.Tooltip("max:Q", format=",.1f"),
                  alt.Tooltip("cv_pct:Q", format=".1f", title="CV %")])
-    band = base.mark_errorbar().encode(y=alt.Y("min:Q", title=""), y2="max:Q")
+    band = base.mark_errorbar().encode(y=alt.Y("min:Q", title=""), y2="max:Q", color=color)
     star = base.transform_filter("datum.recommended").mark_point(
         shape="diamond", size=180, filled=True, color="#d62728").encode(y="median:Q")
-    return _sized(band + line + star)
+    query = result["query"]["throughput_texts_per_s"]["median"]
+    rule = alt.Chart(alt.Data(values=[{"query": query}])).mark_rule(
+        strokeDash=[6, 4], color="#7f7f7f").encode(
+        y="query:Q", tooltip=[alt.Tooltip("query:Q", format=",.1f", title="query texts/s")])
+    return _sized(band + line + star + rule)
 
 
-def latency_chart(points: list[dict[str, Any]]) -> Any:
-    """p50, p95 and p99 latency per batch, on a log scale."""
-    rows = [{"batch_size": p["batch_size"], "percentile": name,
-             "latency_ms": p["batch_latency_ms"][name]}
-            for p in points for name in ("p50", "p95", "p99")]
+def padding_chart(points: list[dict[str, Any]]) -> Any:
+    """Real tokens over padded tokens per workload and batch size."""
+    rows = [{"batch_size": p["batch_size"], "workload": p["workload"],
+             "real_pct": 100 * p["padding"]["real_share"]} for p in points]
     chart = alt.Chart(alt.Data(values=rows)).mark_line(point=True).encode(
-        x=alt.X("batch_size:Q", scale=alt.Scale(type="log", base=2), title="Batch size",
-                axis=alt.Axis(values=[p["batch_size"] for p in points])),
-        y=alt.Y("latency_ms:Q", scale=alt.Scale(type="log"), title="Latency per batch (ms)"),
-        color=alt.Color("percentile:N", title="Percentile"),
-        tooltip=["batch_size:Q", "percentile:N", alt.Tooltip("latency_ms:Q", format=",.2f")])
+        x=_size_axis(points), y=alt.Y("real_pct:Q", title="Real / computed tokens (%)",
+                                      scale=alt.Scale(domain=[0, 100])),
+        color=alt.Color("workload:N", title="Workload"),
+        tooltip=["workload:N", "batch_size:Q", alt.Tooltip("real_pct:Q", format=".1f")])
     return _sized(chart)
 
 
-def memory_chart(points: list[dict[str, Any]]) -> Any:
-    """Peak RSS above the level before each batch size was measured."""
-    rows = [{"batch_size": str(p["batch_size"]), "mb": p["peak_rss_increase_mb"]}
-            for p in points]
-    chart = alt.Chart(alt.Data(values=rows)).mark_bar().encode(
-        x=alt.X("batch_size:O", sort=None, title="Batch size"),
-        y=alt.Y("mb:Q", title="Peak RSS increase (MB)"),
-        tooltip=["batch_size:O", alt.Tooltip("mb:Q", format=",.1f")])
+def latency_chart(points: list[dict[str, Any]]) -> Any:
+    """p50, p95 and p99 latency per call, on a log scale."""
+    rows = [{"batch_size": p["batch_size"], "percentile": name,
+             "latency_ms": p["call_latency_ms"][name]}
+            for p in points for name in ("p50", "p95", "p99")]
+    chart = alt.Chart(alt.Data(values=rows)).mark_line(point=True).encode(
+        x=_size_axis(points),
+        y=alt.Y("latency_ms:Q", scale=alt.Scale(type="log"), title="Latency per batch (ms)"),
+        color=alt.Color("percentile:N", title="Percentile"),
+        tooltip=["batch_size:Q", "percentile:N", alt.Tooltip("latency_ms:Q", format=",.2f")])
     return _sized(chart)
 
 
@@ -222,20 +236,18 @@ def speedup_quality_chart(result: dict[str, Any]) -> Any:
 
 
 def efficiency_chart(result: dict[str, Any]) -> Any:
-    """% of the measured peak for each batch size and each measured experiment."""
-    rows = [{"what": f"batch {b['batch_size']}", "group": "batch size (fp32)",
-             "pct": b["peak_pct"], "gflops": b["gflops_per_s"]}
-            for b in result.get("batch_efficiency", [])]
-    rows += [{"what": e["title"], "group": f"experiment (of {e['peak_dtype']} peak)",
-              "pct": e["peak_pct"], "gflops": e["gflops_per_s"]}
-             for e in result["experiments"] if e["status"] == "measured" and e["peak_pct"]]
+    """% of the measured peak per measured experiment: all FLOPs executed, and useful ones."""
+    rows = [{"what": e["title"], "kind": kind, "pct": e[field],
+             "gflops": e["gflops_per_s" if kind == "executed" else "useful_gflops_per_s"]}
+            for e in result["experiments"] if e["status"] == "measured" and e["peak_pct"]
+            for kind, field in (("executed", "peak_pct"), ("useful", "useful_peak_pct"))]
     chart = alt.Chart(alt.Data(values=rows)).mark_bar().encode(
-        y=alt.Y("what:N", sort=None, title=None),
-        x=alt.X("pct:Q", title="% of measured matmul peak"),
-        color=alt.Color("group:N", title=""),
-        tooltip=["what:N", alt.Tooltip("gflops:Q", format=",.1f", title="GFLOP/s"),
+        y=alt.Y("what:N", sort=None, title=None), yOffset="kind:N",
+        x=alt.X("pct:Q", title="% of measured matmul peak for its dtype"),
+        color=alt.Color("kind:N", title="FLOPs"),
+        tooltip=["what:N", "kind:N", alt.Tooltip("gflops:Q", format=",.1f", title="GFLOP/s"),
                  alt.Tooltip("pct:Q", format=".1f", title="% of peak")])
-    return chart.properties(width=WIDTH, height=max(HEIGHT, 22 * len(rows)))
+    return chart.properties(width=WIDTH, height=max(HEIGHT, 30 * len(rows)))
 
 
 def _sized(chart: Any) -> Any:

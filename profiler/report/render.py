@@ -11,8 +11,9 @@ import jinja2
 
 from profiler.errors import ProfilerError
 from profiler.report.charts import CHARTS
-from profiler.storage import read_json, write_text
+from profiler.storage import SCHEMA_VERSION, read_json, write_text
 from profiler.studies import STUDIES
+from profiler.workloads import DESCRIPTIONS
 
 
 def find_run(data: Path, run_id: str | None) -> Path:
@@ -31,6 +32,7 @@ def environment(templates: Path) -> jinja2.Environment:
                              autoescape=False)
     env.filters["num"] = fmt_number
     env.filters["pct"] = lambda value, digits=1: fmt_number(100 * value, digits)
+    env.globals["workloads"] = DESCRIPTIONS
     return env
 
 
@@ -60,6 +62,10 @@ def render_pages(root: Path, run_dir: Path) -> list[Path]:
 def load_run(run_dir: Path) -> dict[str, Any]:
     """Read a run's config, system, summary and study results into one template context."""
     summary = read_json(run_dir / "summary.json")
+    if summary["schema_version"] < SCHEMA_VERSION:
+        raise ProfilerError(f"run {run_dir.name} was written by an older profiler (schema_version "
+                            f"{summary['schema_version']}, before workloads); rebuild it with "
+                            "`profiler build`")
     studies = {name: read_json(run_dir / f"{name}.json") for name in summary["studies"]}
     return {"id": run_dir.name, "config": read_json(run_dir / "config.json"),
             "system": read_json(run_dir / "system.json"), "summary": summary,

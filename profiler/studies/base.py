@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -84,6 +85,13 @@ class StudyContext:
     def device(self) -> str:
         """The device the model runs on."""
         return self.info.device
+
+    @functools.cached_property
+    def request(self) -> list[str]:
+        """The texts of one request (bulk) or one stream pass: see Settings.request_texts."""
+        from profiler.workloads import request_of
+
+        return request_of(self.texts, self.settings.request_texts(len(self.texts)))
 
     def cycled(self, count: int) -> list[str]:
         """The first `count` corpus texts, starting over at the top when the corpus runs out."""

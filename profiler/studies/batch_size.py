@@ -1,38 +1,84 @@
-"""Batch-size study: throughput, latency and memory for each batch size."""
+"""Batch-size study: bulk and stream at every batch size, single queries, and padding remedies.
+
+Every pass encodes the whole request (profiler/workloads.py). Passes go round-robin over the
+batch sizes and workloads, so a machine that drifts during the study slows every configuration
+alike instead of the last ones measured.
+"""
 
 from __future__ import annotations
 
-import functools
-import math
+import json
+import subprocess
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from profiler.measure.memory import PeakRss, cuda_peaks_mb, cuda_reset_peak
-from profiler.measure.stats import Stats, summarize
-from profiler.measure.timing import RepeatPlan, repeat, timed
-from profiler.studies.base import Study, StudyContext, emit, measure_each
+import numpy as np
+
+from profiler.measure.flops import model_config
+from profiler.measure.memory import cuda_peaks_mb, cuda_reset_peak
+from profiler.measure.stats import Stats, speedup_interval, summarize
+from profiler.studies.base import Study, StudyContext, emit, plain_python
+from profiler.workloads import (
+    DESCRIPTIONS,
+    Padding,
+    Schedule,
+    model_encode,
+    padding_of,
+    run_schedule,
+    run_workload,
+    schedule_for,
+    spread,
+    token_budget_schedule,
+    token_counts,
+    window_latencies_ms,
+    window_sorted_schedule,
+)
+
+DEFAULT_BATCH_SIZE = 32  # sentence-transformers' encode() default: the reference for gains
+BATCHED = ("bulk", "stream")
+QUERY_CHUNK = 25  # queries per throughput sample
+SORT_WINDOW = 8  # batches a stream waits for before sorting them by length
 
 
 @dataclass(frozen=True)
-class BatchPoint:
-    """Measurements at one batch size."""
+class WorkloadPoint:
+    """One workload at one batch size, over the whole request."""
 
+    workload: str
     batch_size: int
-    texts_per_repeat: int
-    forward_passes_per_repeat: int
-    tokens_per_repeat: int
+    texts: int
+    calls_per_pass: int
     throughput_texts_per_s: Stats
-    batch_latency_ms: Stats
+    call_latency_ms: Stats
     latency_per_text_ms: float
     tokens_per_s: float
-    peak_rss_increase_mb: float
+    padding: Padding
     cuda_memory_mb: dict[str, float] | None
 
 
 @dataclass(frozen=True)
-class Overhead:
-    """Scalene's cost on one configuration: one repeat with profiling off, one on, alternated."""
+class Remedy:
+    """A way to batch a stream with less padding, timed against the plain stream."""
 
+    name: str
+    title: str
+    batch_size: int
+    window_batches: int | None
+    token_budget: int | None
+    calls_per_pass: int
+    throughput_texts_per_s: Stats
+    latency_ms: Stats  # per text, from the moment its window is full (the stream: its batch)
+    padding: Padding
+    speedup: float | None = None
+    speedup_ci95: tuple[float, float] | None = None
+    added_latency_ms_p95: float | None = None
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """Scalene's cost on one configuration: one pass with profiling off, one on, alternated."""
+
+    workload: str
     batch_size: int
     rounds: int
     off_texts_per_s: Stats
@@ -40,92 +86,106 @@ class Overhead:
     overhead_pct: float
 
 
-class Workload:
-    """A fixed list of texts cut into batches; one call encodes them all, batch by batch."""
+class Passes:
+    """Call seconds per configuration, collected over round-robin passes."""
 
-    def __init__(self, ctx: StudyContext, batch_size: int) -> None:
-        count = math.ceil(max(ctx.settings.timing.texts_per_repeat, batch_size) / batch_size)
-        texts = ctx.cycled(count * batch_size)
-        self.ctx, self.batch_size = ctx, batch_size
-        self.batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
-        self.texts = len(texts)
-        self.latencies_ms: list[float] = []
+    def __init__(self) -> None:
+        self.calls: dict[tuple[str, int], list[list[float]]] = {}
 
-    def run(self) -> float:
-        """Encode every batch; record each batch's latency; return the total seconds."""
-        seconds = [timed(functools.partial(self._encode, batch), self.ctx.device)
-                   for batch in self.batches]
-        self.latencies_ms.extend(s * 1000 for s in seconds)
-        return sum(seconds)
+    def add(self, key: tuple[str, int], seconds: list[float]) -> None:
+        """Keep one pass's call seconds."""
+        self.calls.setdefault(key, []).append(seconds)
 
-    def tokens(self) -> int:
-        """Count the tokens the model sees (after truncation) in one repeat."""
-        tokenizer, limit = self.ctx.model.tokenizer, self.ctx.info.max_seq_length
-        return sum(min(len(ids), limit) for batch in self.batches
-                   for ids in tokenizer(batch)["input_ids"])
+    def throughput(self, key: tuple[str, int], texts: int) -> Stats:
+        """Texts per second of each pass."""
+        return summarize([texts / sum(p) for p in self.calls[key]])
 
-    def _encode(self, batch: list[str]) -> object:
-        return self.ctx.model.encode(batch, batch_size=self.batch_size, show_progress_bar=False,
-                                     convert_to_numpy=True)
+    def latency_ms(self, key: tuple[str, int]) -> Stats:
+        """Every call's milliseconds, over all passes."""
+        return summarize([1000 * s for p in self.calls[key] for s in p])
 
 
 class BatchSizeStudy(Study):
-    """Throughput, latency and memory at each batch size."""
+    """Bulk and stream throughput at each batch size; query latency; padding and its remedies."""
 
     NAME = "batch_size"
-    TITLE = "Batch size"
+    TITLE = "Batch size and workloads"
 
     def run(self, ctx: StudyContext) -> dict[str, Any]:
-        """Measure every batch size, then Scalene's overhead at the recommended one."""
-        sizes = ctx.settings.batch_sizes
-        ctx.model.encode(ctx.texts[:sizes[0]], batch_size=sizes[0])  # first-call costs: no size's
-        points = measure_each(sizes, "batch {}", lambda size: measure_point(ctx, size),
-                              lambda p: f"{p.throughput_texts_per_s.median:,.0f} texts/s")
-        fastest, recommended = pick_batch_sizes(points, ctx.settings.recommend_within)
-        overhead = measure_overhead(ctx, recommended) if ctx.profiling.under_scalene else None
-        return {"points": [asdict(p) for p in points], "fastest_batch_size": fastest,
-                "recommended_batch_size": recommended,
-                "recommend_within": ctx.settings.recommend_within,
-                "scalene_overhead": asdict(overhead) if overhead else None}
+        """Measure every workload, pick batch sizes, time the stream's padding remedies."""
+        texts = ctx.request
+        tokens = token_counts(ctx.model, texts, ctx.info.max_seq_length)
+        sizes = measured_sizes(ctx.settings.batch_sizes)
+        cold = cold_start(ctx)
+        ctx.model.encode(texts[:sizes[0]], batch_size=sizes[0])  # first-call costs: no size's
+        points = measure_batched(ctx, texts, tokens, sizes)
+        chosen = {w: pick_batch_sizes([p for p in points if p.workload == w],
+                                      ctx.settings.recommend_within) for w in BATCHED}
+        query = measure_query(ctx, texts, tokens)
+        remedies = measure_remedies(ctx, texts, tokens, chosen["stream"][1])
+        overhead = None
+        if ctx.profiling.under_scalene:
+            overhead = measure_overhead(ctx, chosen["bulk"][1])
+        return {
+            "workload": ctx.settings.workload, "descriptions": DESCRIPTIONS,
+            "request": request_facts(ctx, texts, tokens), "default_batch_size": DEFAULT_BATCH_SIZE,
+            "recommend_within": ctx.settings.recommend_within,
+            "points": [asdict(p) for p in points],
+            "choices": {w: {"fastest_batch_size": f, "recommended_batch_size": r}
+                        for w, (f, r) in chosen.items()},
+            "query": {**query, "cold_start": cold},
+            "remedies": [asdict(r) for r in remedies],
+            "scalene_overhead": asdict(overhead) if overhead else None}
 
     @staticmethod
     def headline(result: dict[str, Any]) -> dict[str, Any]:
-        """Best and recommended throughput, and the batch sizes they come from."""
-        by_size = {p["batch_size"]: p for p in result["points"]}
-        best = by_size[result["fastest_batch_size"]]
-        chosen = by_size[result["recommended_batch_size"]]
-        overhead = result.get("scalene_overhead")
-        return {
-            "fastest_batch_size": result["fastest_batch_size"],
-            "best_throughput_texts_per_s": best["throughput_texts_per_s"]["median"],
-            "recommended_batch_size": result["recommended_batch_size"],
-            "recommended_throughput_texts_per_s": chosen["throughput_texts_per_s"]["median"],
-            "recommended_latency_ms_p95": chosen["batch_latency_ms"]["p95"],
-            "scalene_overhead_pct": overhead["overhead_pct"] if overhead else None,
-        }
+        """The chosen workload's best and recommended figures; every workload's best."""
+        return headline_of(result)
 
 
-def measure_point(ctx: StudyContext, batch_size: int) -> BatchPoint:
-    """Warm up, then repeat the workload until the timing plan is met, sampling peak RSS."""
-    work = Workload(ctx, batch_size)
-    plan = RepeatPlan.from_timing(ctx.settings.timing)
-    cuda_reset_peak(ctx.device)
-    with PeakRss() as memory:
-        seconds = repeat(work.run, plan, lambda n, s: emit(
-            "repeat", count=n, value=f"{work.texts / s:,.0f} texts/s"))
-    work.latencies_ms = work.latencies_ms[plan.warmup * len(work.batches):]
-    throughput = summarize([work.texts / s for s in seconds])
-    tokens = work.tokens()
-    return BatchPoint(
-        batch_size=batch_size, texts_per_repeat=work.texts,
-        forward_passes_per_repeat=len(work.batches), tokens_per_repeat=tokens,
-        throughput_texts_per_s=throughput, batch_latency_ms=summarize(work.latencies_ms),
+def measured_sizes(sizes: tuple[int, ...]) -> list[int]:
+    """The batch sizes asked for, plus sentence-transformers' default, in order."""
+    return sorted({*sizes, DEFAULT_BATCH_SIZE})
+
+
+def measure_batched(ctx: StudyContext, texts: list[str], tokens: list[int],
+                    sizes: list[int]) -> list[WorkloadPoint]:
+    """Round-robin passes of bulk and stream at every size over the whole request."""
+    encode, passes = model_encode(ctx.model), Passes()
+    repeats = ctx.settings.timing.workload_repeats
+    cuda: dict[int, dict[str, float] | None] = {}
+    for round_ in range(repeats):
+        emit("config", label=f"bulk and stream, pass {round_ + 1} of {repeats}",
+             index=round_, total=repeats)
+        for size in sizes:
+            cuda_reset_peak(ctx.device)
+            for workload in BATCHED:
+                passes.add((workload, size), run_workload(workload, encode, texts, size,
+                                                          ctx.device))
+            cuda[size] = cuda_peaks_mb(ctx.device)
+            bulk = len(texts) / sum(passes.calls[("bulk", size)][-1])
+            emit("repeat", count=size, value=f"batch {size}: bulk {bulk:,.0f} texts/s")
+        emit("done", label=f"pass {round_ + 1}", summary=f"{len(sizes)} batch sizes")
+    config = model_config(ctx.model)
+    return [point(w, size, texts, tokens, passes, config, cuda[size])
+            for w in BATCHED for size in sizes]
+
+
+def point(workload: str, size: int, texts: list[str], tokens: list[int], passes: Passes,
+          config: dict[str, int], cuda: dict[str, float] | None) -> WorkloadPoint:
+    """Summarize one workload at one size."""
+    schedule = schedule_for(workload, texts, size)
+    throughput = passes.throughput((workload, size), len(texts))
+    return WorkloadPoint(
+        workload=workload, batch_size=size, texts=len(texts),
+        calls_per_pass=1 if workload == "bulk" else len(schedule),
+        throughput_texts_per_s=throughput, call_latency_ms=passes.latency_ms((workload, size)),
         latency_per_text_ms=1000.0 / throughput.median,
-        tokens_per_s=tokens * throughput.median / work.texts,
-        peak_rss_increase_mb=memory.increase_mb, cuda_memory_mb=cuda_peaks_mb(ctx.device))
+        tokens_per_s=sum(tokens) * throughput.median / len(texts),
+        padding=padding_of(schedule, tokens, config), cuda_memory_mb=cuda)
 
 
-def pick_batch_sizes(points: list[BatchPoint], within: float) -> tuple[int, int]:
+def pick_batch_sizes(points: list[WorkloadPoint], within: float) -> tuple[int, int]:
     """Return the fastest batch size and the smallest within `within` of its throughput."""
     fastest = max(points, key=lambda p: p.throughput_texts_per_s.median)
     floor = fastest.throughput_texts_per_s.median * (1 - within)
@@ -133,18 +193,153 @@ def pick_batch_sizes(points: list[BatchPoint], within: float) -> tuple[int, int]
     return fastest.batch_size, recommended
 
 
+def measure_query(ctx: StudyContext, texts: list[str], tokens: list[int]) -> dict[str, Any]:
+    """One text per call over spread-out texts of the request: latency of every call."""
+    queries = spread(texts, ctx.settings.timing.query_texts)
+    emit("config", label=f"query: {len(queries)} single-text calls", index=0, total=1)
+    encode = model_encode(ctx.model)
+    seconds = run_workload("query", encode, queries, 1, ctx.device)
+    chunks = [seconds[i:i + QUERY_CHUNK] for i in range(0, len(seconds), QUERY_CHUNK)]
+    latency = summarize([1000 * s for s in seconds])
+    emit("done", label="query", summary=f"p95 {latency.p95:,.1f} ms")
+    return {"queries": len(queries), "latency_ms": asdict(latency),
+            "throughput_texts_per_s": asdict(summarize([len(c) / sum(c) for c in chunks])),
+            "mean_tokens": float(np.mean(token_counts(ctx.model, queries,
+                                                      ctx.info.max_seq_length)))}
+
+
+def cold_start(ctx: StudyContext) -> dict[str, Any] | None:
+    """Time a fresh process's imports, model load and first two single-text calls."""
+    emit("config", label="cold start (fresh process)", index=0, total=1)
+    request = {"model_path": ctx.info.path, "device": ctx.device, "text": ctx.request[0],
+               "trust_remote_code": ctx.settings.trust_remote_code}
+    done = subprocess.run([plain_python(), "-m", "profiler.cold_start"],
+                          input=json.dumps(request), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        emit("done", label="cold start", summary="failed")
+        return None
+    found: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    emit("done", label="cold start", summary=f"load {found['load_s']:.1f} s")
+    return found
+
+
+def remedy_schedules(texts: list[str], tokens: list[int], size: int,
+                     budget: int) -> dict[str, tuple[str, Schedule, int | None]]:
+    """The stream at `size` and each way of cutting its padding, as schedules."""
+    return {
+        "stream": (f"stream, batches of {size} in arrival order",
+                   schedule_for("stream", texts, size), None),
+        f"sort_window_{SORT_WINDOW}": (
+            f"sort each window of {SORT_WINDOW} batches by length",
+            window_sorted_schedule(texts, size, SORT_WINDOW), SORT_WINDOW),
+        "token_budget": (f"token budget: up to {budget:,} padded tokens per batch",
+                         token_budget_schedule(tokens, budget), None),
+    }
+
+
+def default_budget(tokens: list[int], size: int, budget: int | None) -> int:
+    """The token budget: as set, else `size` texts of the mean length (never below the longest)."""
+    if budget is not None:
+        return budget
+    return max(round(size * float(np.mean(tokens))), max(tokens))
+
+
+def measure_remedies(ctx: StudyContext, texts: list[str], tokens: list[int],
+                     size: int) -> list[Remedy]:
+    """Time the stream and its padding remedies round-robin; speedups against the stream."""
+    budget = default_budget(tokens, size, ctx.settings.token_budget)
+    plans = remedy_schedules(texts, tokens, size, budget)
+    encode, repeats = model_encode(ctx.model), ctx.settings.timing.workload_repeats
+    seconds: dict[str, list[list[float]]] = {name: [] for name in plans}
+    emit("config", label=f"padding remedies at batch {size}", index=0, total=1)
+    for round_ in range(repeats):
+        for name, (_, schedule, _) in plans.items():
+            seconds[name].append(run_schedule(encode, texts, schedule, ctx.device))
+        emit("repeat", count=round_ + 1, value=f"{len(plans)} schedules")
+    config = model_config(ctx.model)
+    rows = [remedy(name, title, schedule, window, seconds[name], len(texts), size,
+                   budget if name == "token_budget" else None, tokens, config)
+            for name, (title, schedule, window) in plans.items()]
+    emit("done", label="padding remedies", summary=f"{len(rows) - 1} remedies")
+    return [against_stream(r, rows[0]) for r in rows]
+
+
+def remedy(name: str, title: str, schedule: Schedule, window: int | None,
+           passes: list[list[float]], texts: int, size: int, budget: int | None,
+           tokens: list[int], config: dict[str, int]) -> Remedy:
+    """Summarize one remedy's passes."""
+    latencies = [ms for p in passes for ms in window_latencies_ms(p, schedule, window or 1)]
+    return Remedy(name=name, title=title, batch_size=size, window_batches=window,
+                  token_budget=budget, calls_per_pass=len(schedule),
+                  throughput_texts_per_s=summarize([texts / sum(p) for p in passes]),
+                  latency_ms=summarize(latencies), padding=padding_of(schedule, tokens, config))
+
+
+def against_stream(row: Remedy, stream: Remedy) -> Remedy:
+    """Fill in the speedup over the plain stream and the p95 latency it adds."""
+    from dataclasses import replace
+
+    base, new = stream.throughput_texts_per_s, row.throughput_texts_per_s
+    return replace(row, speedup=new.median / base.median,
+                   speedup_ci95=speedup_interval(base.samples, new.samples),
+                   added_latency_ms_p95=row.latency_ms.p95 - stream.latency_ms.p95)
+
+
 def measure_overhead(ctx: StudyContext, batch_size: int) -> Overhead:
-    """Alternate repeats with Scalene off and on; the on-repeats also feed the profile."""
-    work = Workload(ctx, batch_size)
-    rounds = ctx.settings.timing.overhead_rounds
+    """Alternate bulk passes with Scalene off and on; the on-passes also feed the profile."""
+    texts = spread(ctx.request, ctx.settings.timing.texts_per_repeat)
+    encode, rounds = model_encode(ctx.model), ctx.settings.timing.overhead_rounds
     off, on = [], []
-    emit("config", label=f"Scalene overhead, batch {batch_size}", index=0, total=1)
+    emit("config", label=f"Scalene overhead, bulk at batch {batch_size}", index=0, total=1)
     for _ in range(rounds):
-        off.append(work.texts / work.run())
+        off.append(len(texts) / sum(run_workload("bulk", encode, texts, batch_size, ctx.device)))
         with ctx.profiling.on():
-            on.append(work.texts / work.run())
+            on.append(len(texts) / sum(run_workload("bulk", encode, texts, batch_size,
+                                                    ctx.device)))
         emit("repeat", count=len(on), value=f"off {off[-1]:,.0f} / on {on[-1]:,.0f} texts/s")
     off_stats, on_stats = summarize(off), summarize(on)
-    return Overhead(batch_size=batch_size, rounds=rounds, off_texts_per_s=off_stats,
-                    on_texts_per_s=on_stats,
+    return Overhead(workload="bulk", batch_size=batch_size, rounds=rounds,
+                    off_texts_per_s=off_stats, on_texts_per_s=on_stats,
                     overhead_pct=(off_stats.median / on_stats.median - 1) * 100)
+
+
+def request_facts(ctx: StudyContext, texts: list[str], tokens: list[int]) -> dict[str, Any]:
+    """What one request holds: how many texts, from how many corpus texts, how long."""
+    counts = np.asarray(tokens)
+    return {"texts": len(texts), "corpus_texts": len(ctx.texts),
+            "cycled": len(texts) > len(ctx.texts), "asked": ctx.settings.request_size,
+            "max_seq_length": ctx.info.max_seq_length,
+            "tokens_mean": float(counts.mean()), "tokens_p50": float(np.median(counts)),
+            "tokens_p95": float(np.percentile(counts, 95)), "tokens_max": int(counts.max()),
+            "at_limit_share": float(np.mean(counts >= ctx.info.max_seq_length))}
+
+
+def headline_of(result: dict[str, Any]) -> dict[str, Any]:
+    """Pick the chosen workload's figures (query: latency per call) for summary.json."""
+    workload = result["workload"]
+    by_key = {(p["workload"], p["batch_size"]): p for p in result["points"]}
+    best = {w: by_key[(w, c["fastest_batch_size"])]["throughput_texts_per_s"]["median"]
+            for w, c in result["choices"].items()}
+    query = result["query"]
+    overhead = result.get("scalene_overhead")
+    figures: dict[str, Any] = {
+        "workload": workload, "request_texts": result["request"]["texts"],
+        "bulk_best_texts_per_s": best["bulk"], "stream_best_texts_per_s": best["stream"],
+        "query_latency_ms_p50": query["latency_ms"]["p50"],
+        "query_latency_ms_p95": query["latency_ms"]["p95"],
+        "query_latency_ms_p99": query["latency_ms"]["p99"],
+        "query_latency_ms_max": query["latency_ms"]["max"],
+        "cold_start_s": (query["cold_start"] or {}).get("total_s"),
+        "scalene_overhead_pct": overhead["overhead_pct"] if overhead else None}
+    if workload == "query":
+        return {**figures, "fastest_batch_size": None, "recommended_batch_size": None,
+                "best_throughput_texts_per_s": query["throughput_texts_per_s"]["median"],
+                "recommended_throughput_texts_per_s": query["throughput_texts_per_s"]["median"],
+                "recommended_latency_ms_p95": query["latency_ms"]["p95"],
+                "padding_real_share": 1.0}
+    choice = result["choices"][workload]
+    chosen = by_key[(workload, choice["recommended_batch_size"])]
+    return {**figures, **choice, "best_throughput_texts_per_s": best[workload],
+            "recommended_throughput_texts_per_s": chosen["throughput_texts_per_s"]["median"],
+            "recommended_latency_ms_p95": chosen["call_latency_ms"]["p95"],
+            "padding_real_share": chosen["padding"]["real_share"]}

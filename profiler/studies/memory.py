@@ -14,7 +14,7 @@ from typing import Any
 
 from profiler.measure.fit import LinearFit, linear_fit
 from profiler.studies.base import Study, StudyContext, measure_each, plain_python
-from profiler.studies.batch_size import Workload
+from profiler.workloads import request_of
 
 
 @dataclass(frozen=True)
@@ -78,14 +78,16 @@ def probe_sizes(sizes: tuple[int, ...], quick: bool) -> tuple[int, ...]:
 
 
 def workload(ctx: StudyContext, batch_size: int) -> list[str]:
-    """The texts one probe encodes: the batch-size study's workload at this size."""
-    return [text for batch in Workload(ctx, batch_size).batches for text in batch]
+    """The texts one probe encodes in one bulk call: spread over the corpus, whole batches."""
+    count = max(ctx.settings.timing.texts_per_repeat, batch_size)
+    return request_of(ctx.texts, batch_size * -(-count // batch_size))
 
 
 def probe(ctx: StudyContext, batch_size: int) -> MemoryPoint:
     """Run `profiler.memory_probe` in a fresh interpreter for one batch size."""
     request = {"model_path": ctx.info.path, "device": ctx.device, "batch_size": batch_size,
-               "texts": workload(ctx, batch_size)}
+               "texts": workload(ctx, batch_size),
+               "trust_remote_code": ctx.settings.trust_remote_code}
     done = subprocess.run([plain_python(), "-m", "profiler.memory_probe"],
                           input=json.dumps(request), capture_output=True, text=True, check=False)
     if done.returncode != 0:

@@ -1,0 +1,181 @@
+"""The workloads a service runs, and the padding each one costs.
+
+- **bulk**: one `encode(texts, batch_size=B)` call over a whole request. sentence-transformers
+  sorts the texts by length (characters, longest first) before cutting batches, so each batch
+  pads little: an indexing job or a plain script.
+- **stream**: batches of B texts in arrival (corpus) order, one `encode` call each: a service
+  that batches requests as they arrive. Every batch pads to its longest text.
+- **query**: one text per call: a search box. No padding, latency per call is the figure.
+
+A *schedule* is the list of batches (as indices into the request) a workload encodes; padding
+and FLOPs are computed from it and the tokenizer's counts, exactly, without timing anything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from profiler.measure.flops import batch_flops, flops_per_token
+from profiler.measure.timing import synchronize
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+Encode = Callable[[list[str], int], Any]
+Schedule = list[list[int]]
+
+DESCRIPTIONS = {
+    "bulk": "one `model.encode(texts, batch_size=B)` call over the whole request; "
+            "sentence-transformers sorts the texts by length first, so batches pad little",
+    "stream": "batches of B texts in arrival (corpus) order, one `encode` call each; "
+              "every batch pads to its longest text",
+    "query": "one text per `encode` call",
+}
+
+
+def model_encode(model: Any) -> Encode:
+    """Wrap a SentenceTransformer's encode as an Encode."""
+    def encode(texts: list[str], batch_size: int) -> Any:
+        return model.encode(texts, batch_size=batch_size, show_progress_bar=False,
+                            convert_to_numpy=True)
+    return encode
+
+
+def request_of(corpus: Sequence[str], count: int) -> list[str]:
+    """`count` texts: spread evenly over the corpus when it is larger, else cycled through it."""
+    if count <= len(corpus):
+        step = len(corpus) / count
+        return [corpus[int(i * step)] for i in range(count)]
+    return [corpus[i % len(corpus)] for i in range(count)]
+
+
+def spread(texts: Sequence[str], count: int) -> list[str]:
+    """At most `count` texts spread evenly over `texts` (all of them if fewer)."""
+    return request_of(texts, min(count, len(texts)))
+
+
+def bulk_schedule(texts: Sequence[str], batch_size: int) -> Schedule:
+    """The batches `model.encode` forms: texts sorted longest first by characters."""
+    order = [int(i) for i in np.argsort([-len(text) for text in texts])]
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def stream_schedule(count: int, batch_size: int) -> Schedule:
+    """Batches of `batch_size` texts in arrival order."""
+    return [list(range(i, min(i + batch_size, count))) for i in range(0, count, batch_size)]
+
+
+def query_schedule(count: int) -> Schedule:
+    """One text per call."""
+    return [[i] for i in range(count)]
+
+
+def window_sorted_schedule(texts: Sequence[str], batch_size: int, window: int) -> Schedule:
+    """Collect `window` batches of arrivals, sort them by length, cut them into batches."""
+    span = batch_size * window
+    batches: Schedule = []
+    for start in range(0, len(texts), span):
+        chunk = list(range(start, min(start + span, len(texts))))
+        chunk.sort(key=lambda i: -len(texts[i]))
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return batches
+
+
+def token_budget_schedule(tokens: Sequence[int], budget: int) -> Schedule:
+    """Arrival order; a batch closes before texts × its longest text would pass `budget`."""
+    batches: Schedule = []
+    current: list[int] = []
+    longest = 0
+    for i, count in enumerate(tokens):
+        if current and (len(current) + 1) * max(longest, count) > budget:
+            batches.append(current)
+            current, longest = [], 0
+        current.append(i)
+        longest = max(longest, count)
+    return batches + ([current] if current else [])
+
+
+def schedule_for(workload: str, texts: Sequence[str], batch_size: int) -> Schedule:
+    """The schedule a workload runs over `texts` at `batch_size`."""
+    if workload == "bulk":
+        return bulk_schedule(texts, batch_size)
+    if workload == "stream":
+        return stream_schedule(len(texts), batch_size)
+    return query_schedule(len(texts))
+
+
+def token_counts(model: SentenceTransformer, texts: Sequence[str], limit: int) -> list[int]:
+    """Tokens the model sees per text: special tokens included, cut at `limit`."""
+    ids = model.tokenizer(list(texts), truncation=False)["input_ids"]
+    return [min(len(row), limit) for row in ids]
+
+
+@dataclass(frozen=True)
+class Padding:
+    """How much of a schedule's work is padding: tokens and FLOPs, real against executed."""
+
+    real_tokens: int
+    padded_tokens: int
+    real_share: float
+    flops_executed: float
+    flops_useful: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the padding figures as plain data."""
+        return asdict(self)
+
+
+def padding_of(schedule: Schedule, tokens: Sequence[int], config: dict[str, int]) -> Padding:
+    """Real and padded tokens and FLOPs of a schedule; each batch pads to its longest text."""
+    real = sum(tokens[i] for batch in schedule for i in batch)
+    padded, executed = 0, 0.0
+    for batch in schedule:
+        longest = max(tokens[i] for i in batch)
+        padded += longest * len(batch)
+        executed += batch_flops(config, len(batch), longest)
+    useful = sum(count * flops_per_token(config, count) for count in tokens if count)
+    return Padding(real, padded, real / padded if padded else 1.0, executed, float(useful))
+
+
+def run_schedule(encode: Encode, texts: Sequence[str], schedule: Schedule,
+                 device: str) -> list[float]:
+    """Encode batch by batch, one call each; return each call's seconds."""
+    seconds = []
+    for batch in schedule:
+        chunk = [texts[i] for i in batch]
+        synchronize(device)
+        start = time.perf_counter()
+        encode(chunk, len(chunk))
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def run_workload(workload: str, encode: Encode, texts: Sequence[str], batch_size: int,
+                 device: str) -> list[float]:
+    """Run one pass of a workload; return each call's seconds (bulk: one call)."""
+    if workload == "bulk":
+        synchronize(device)
+        start = time.perf_counter()
+        encode(list(texts), batch_size)
+        synchronize(device)
+        return [time.perf_counter() - start]
+    return run_schedule(encode, texts, schedule_for(workload, texts, batch_size), device)
+
+
+def window_latencies_ms(seconds: Sequence[float], schedule: Schedule,
+                        window: int) -> list[float]:
+    """Each text's wait from the moment its window is full to the end of its own batch."""
+    latencies: list[float] = []
+    for start in range(0, len(schedule), window):
+        elapsed = 0.0
+        for batch, took in zip(schedule[start:start + window], seconds[start:start + window],
+                               strict=True):
+            elapsed += took
+            latencies += [1000 * elapsed] * len(batch)
+    return latencies
