@@ -234,15 +234,23 @@ def search_batch_size(ctx: StudyContext, encode: Encode, bench: Bench,
     encode(bench.texts[:sizes[0]], sizes[0])  # warm-up: first-call costs
     found: dict[int, float] = {}
     for size in sizes:
-        sample = sample_batches(schedule_for(bench.workload, bench.texts, size),
-                                bench.search_texts)
-        seconds = run_schedule(encode, bench.texts, sample, ctx.device)
-        found[size] = sum(len(b) for b in sample) / sum(seconds)
+        schedule = schedule_for(bench.workload, bench.texts, size)
+        sample = sample_batches(schedule, bench.search_texts)
+        seconds = sum(run_schedule(encode, bench.texts, sample, ctx.device))
+        # the sample's batches may be shorter or longer than the schedule's on average: scale
+        # its time by padded tokens (what a batch costs) to the whole schedule
+        scale = padded_tokens(schedule, bench.tokens) / padded_tokens(sample, bench.tokens)
+        found[size] = len(bench.texts) / (seconds * scale)
         emit("repeat", count=size, value=f"batch {size}: {found[size]:,.0f} texts/s (sample)")
         base = (bench.base_search or {}).get(size)
         if not fixed and len(found) == 1 and base and found[size] < PRUNE_BELOW / 2 * base:
             break  # far slower than the baseline at its first size: the rest will not catch up
     return found
+
+
+def padded_tokens(schedule: Schedule, tokens: list[int]) -> int:
+    """Tokens a schedule computes: each batch's size times its longest text."""
+    return sum(len(batch) * max(tokens[i] for i in batch) for batch in schedule)
 
 
 def sample_batches(schedule: Schedule, texts: int) -> Schedule:
