@@ -185,7 +185,10 @@ def _exported_encoder(ctx: StudyContext, folder: Path, kind: str, precision: str
 
         hint = "THROUGHPUT" if ctx.settings.workload == "bulk" else "LATENCY"
         encoder = OpenVinoEncoder(ctx.model, path, precision, hint, threads)
-        return described(encoder.encode, encoder.graph, threads)
+        run = described(encoder.encode, encoder.graph, threads)
+        # a CPU without bf16 instructions runs the bf16 hint in f32: compare with that peak
+        run.peak_dtype = "bfloat16" if encoder.effective_precision == "bf16" else "float32"  # type: ignore[attr-defined]
+        return run
     return described(OnnxEncoder(ctx.model, path, threads).encode,
                      f"{origin} → ONNX Runtime CPU provider", threads)
 

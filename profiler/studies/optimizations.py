@@ -183,6 +183,7 @@ def run_variant(ctx: StudyContext, variant: Variant, bench: Bench) -> Experiment
             embeddings = encode(bench.quality_texts, size if size > 1 else DEFAULT_BATCH_SIZE)
             threads = int(getattr(encode, "threads", None) or _torch_threads())
             graph = str(getattr(encode, "graph", None) or variant.graph)
+            variant = replace(variant, peak_dtype=getattr(encode, "peak_dtype", variant.peak_dtype))
     except Skip as skip:
         return Experiment(**base, status="skipped", reason=str(skip))
     except Exception as exc:  # a user's model may not export or compile: report, go on
