@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -277,8 +277,6 @@ def remedy(name: str, title: str, schedule: Schedule, window: int | None,
 
 def against_stream(row: Remedy, stream: Remedy) -> Remedy:
     """Fill in the speedup over the plain stream and the p95 latency it adds."""
-    from dataclasses import replace
-
     base, new = stream.throughput_texts_per_s, row.throughput_texts_per_s
     return replace(row, speedup=new.median / base.median,
                    speedup_ci95=speedup_interval(base.samples, new.samples),
