@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler.analysis.bottlenecks import find_bottlenecks, find_context
+from profiler.analysis.history import git_commit
 from profiler.config import Settings
 from profiler.corpus import DEFAULT_CORPUS, load_corpus
 from profiler.errors import ProfilerError
@@ -23,10 +24,13 @@ from profiler.model import (
     check_token_budget,
     pick_device,
     resolve_model,
+    weights_sha256,
 )
 from profiler.scalene import EventHandler, finish_profile, group_label, run_study
 from profiler.storage import point_latest, read_json, write_json
 from profiler.studies import STUDIES
+
+CALIBRATION_SIZE = 512
 
 
 @dataclass(frozen=True)
@@ -80,8 +84,9 @@ def plan_build(settings: Settings, workspace: Workspace) -> Plan:
     workspace.check()
     corpus = Path(settings.corpus) if settings.corpus else workspace.root / DEFAULT_CORPUS
     texts = load_corpus(corpus)
-    plan = Plan(settings, resolve_model(settings.model), pick_device(settings.device),
-                corpus.resolve(), texts)
+    source = resolve_model(settings.model)
+    source = dataclasses.replace(source, sha256=source.sha256 or weights_sha256(Path(source.path)))
+    plan = Plan(settings, source, pick_device(settings.device), corpus.resolve(), texts)
     check_remote_code(plan.source, settings.trust_remote_code)
     if settings.token_budget is not None:
         check_token_budget(plan.source, texts, settings.token_budget)
@@ -99,8 +104,12 @@ def run_build(plan: Plan, workspace: Workspace, on_event: EventHandler) -> Path:
     from profiler.measure.system import system_info
 
     write_json(staging / "system.json", system_info(plan.device))
+    start = calibrate(plan.device)
     for group in plan.groups:
         _run_group(staging, group, plan.settings.scalene, on_event)
+    write_json(staging / "calibration.json",
+               {"gflops": start + calibrate(plan.device), "size": CALIBRATION_SIZE,
+                "what": "fp32 matmul GFLOP/s, three before the studies and three after"})
     started = time.perf_counter()
     _finish_profiles(staging, plan.studies, not plan.settings.quick, on_event)
     write_json(staging / "summary.json",
@@ -109,6 +118,25 @@ def run_build(plan: Plan, workspace: Workspace, on_event: EventHandler) -> Path:
     os.replace(staging, final)
     point_latest(workspace.data, final)
     return final
+
+
+def calibrate(device: str) -> list[float]:
+    """A short fp32 matmul: how fast this machine is right now (history's yardstick)."""
+    from profiler.measure.peak import measure_peak
+
+    peak = measure_peak(device, "float32", size=CALIBRATION_SIZE, min_time_s=0.1, repeats=3)
+    return peak.gflops.samples if peak else []
+
+
+def measure_again(folder: Path, studies: list[str], on_event: EventHandler) -> None:
+    """Run `studies` unprofiled into `folder` (holding a config.json): `--confirm`'s repeats."""
+    for study in studies:
+        try:
+            run_study(folder, [study], False, on_event)
+        except RuntimeError as exc:
+            raise ProfilerError(f"re-measuring {study} failed ({exc}); log: "
+                                f"{folder / 'logs'}") from None
+        os.replace(folder / f"{study}.partial.json", folder / f"{study}.json")
 
 
 def new_run_id(runs: Path) -> str:
@@ -174,6 +202,7 @@ def _config_payload(plan: Plan, run_id: str) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(Path.cwd()),
         "settings": plan.settings.to_dict(),
         "model_source": dataclasses.asdict(plan.source),
         "device": plan.device,

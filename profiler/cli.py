@@ -11,6 +11,8 @@ import click
 from profiler.config import DEVICES, WORKLOADS
 from profiler.errors import ProfilerError
 
+REGRESSION_EXIT = 3  # profiler.tracking.REGRESSION_EXIT, without importing the analysis here
+
 
 @click.group()
 @click.version_option(package_name="embedding-profiler")
@@ -41,16 +43,22 @@ def cli() -> None:
 @click.option("--no-site", is_flag=True, help="Write results and pages but skip mkdocs build.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="Settings file [default: profiler.toml or [tool.profiler] in pyproject].")
+@click.option("--confirm", is_flag=True,
+              help="Re-measure, with more repeats, studies with a REGRESSED or INCONCLUSIVE "
+                   "metric, and judge again on the pooled samples.")
+@click.option("--fail-on-regression", is_flag=True,
+              help=f"Exit {REGRESSION_EXIT} when a metric REGRESSED (after the site is written).")
 def build(model: str | None, device: str | None, corpus: str | None, batch_sizes: str | None,
           studies: tuple[str, ...], experiments: tuple[str, ...],
           quality_threshold: float | None, workload: str | None, request_size: str | None,
           token_budget: str | None, memory_budget_mb: float | None,
           trust_remote_code: bool | None, quick: bool | None, no_scalene: bool, no_site: bool,
-          config_file: Path | None) -> None:
+          config_file: Path | None, confirm: bool, fail_on_regression: bool) -> None:
     """Run every study, store the results in data/, render the pages and build the site."""
-    from profiler.build import Workspace, plan_build, run_build
+    from profiler.build import Workspace, measure_again, plan_build, run_build
     from profiler.config import load_settings
     from profiler.display import ProgressDisplay
+    from profiler.tracking import confirm_run, track_run
 
     cli_values: dict[str, Any] = {
         "model": model, "device": device, "corpus": corpus, "quick": quick,
@@ -65,7 +73,103 @@ def build(model: str | None, device: str | None, corpus: str | None, batch_sizes
     plan = plan_build(load_settings(cli_values, workspace.root, config_file), workspace)
     with ProgressDisplay() as display:
         run_dir = run_build(plan, workspace, display.on_event)
+        tracked = track_run(workspace.data, run_dir, plan.settings)
+        if confirm:
+            tracked = confirm_run(workspace.data, run_dir, plan.settings, tracked,
+                                  lambda folder, names: measure_again(folder, names,
+                                                                      display.on_event))
     _publish(workspace.root, run_dir, build_site=not no_site, console=display.console)
+    _verdict(tracked, display.console, fail_on_regression)
+
+
+@cli.command()
+@click.argument("before", required=False)
+@click.argument("after", required=False)
+@click.option("--confirm", is_flag=True,
+              help="Re-measure AFTER's suspect studies with more repeats, then judge again.")
+@click.option("--fail-on-regression", is_flag=True,
+              help=f"Exit {REGRESSION_EXIT} when a metric REGRESSED.")
+def compare(before: str | None, after: str | None, confirm: bool,
+            fail_on_regression: bool) -> None:
+    """Judge run AFTER [latest] against BEFORE [the baseline and the previous run]."""
+    from rich.console import Console
+
+    from profiler.build import measure_again
+    from profiler.config import Settings, load_settings
+    from profiler.storage import read_json
+    from profiler.tracking import chosen_comparisons, confirm_run
+
+    data, console = Path.cwd() / "data", Console(stderr=True)
+    margins = load_settings({}, Path.cwd()).margins
+    tracked, run_dir = chosen_comparisons(data, before, after, margins)
+    if confirm:
+        settings = Settings.from_dict(read_json(run_dir / "config.json")["settings"])
+        tracked = confirm_run(data, run_dir, settings, tracked,
+                              lambda folder, names: measure_again(folder, names, _quiet))
+    _verdict(tracked, console, fail_on_regression)
+
+
+@cli.group()
+def baseline() -> None:
+    """Pin the run later runs are judged against (data/baseline.json, meant to be committed)."""
+
+
+@baseline.command("set")
+@click.argument("run_id", required=False)
+def baseline_set(run_id: str | None) -> None:
+    """Pin RUN [latest] from the history as the baseline."""
+    from profiler.tracking import pin_baseline
+
+    click.echo(pin_baseline(Path.cwd() / "data", run_id))
+
+
+@baseline.command("show")
+def baseline_show() -> None:
+    """Print the pinned baseline: its run, machine, model and metrics."""
+    from profiler.tracking import describe_baseline
+
+    click.echo(describe_baseline(Path.cwd() / "data"))
+
+
+@cli.command()
+@click.argument("url")
+def restore(url: str) -> None:
+    """Fetch the history (and baseline) the site published at URL into data/."""
+    from profiler.publish import restore as restore_history
+
+    click.echo(restore_history(url, Path.cwd() / "data"), err=True)
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True,
+                type=click.Path(path_type=Path, file_okay=False))
+def merge(run_dirs: tuple[Path, ...]) -> None:
+    """Bring complete run folders (from other machines or models) into data/ and the history."""
+    from profiler.publish import merge as merge_runs
+
+    added = merge_runs(list(run_dirs), Path.cwd() / "data")
+    click.echo(f"merged {len(added)} run(s)" + (f": {', '.join(added)}" if added else
+                                                 " (all were already in data/runs)"), err=True)
+
+
+@cli.command()
+def deploy() -> None:
+    """Publish the built site/ to the gh-pages branch of origin (mkdocs gh-deploy)."""
+    from profiler.publish import deploy as deploy_site
+
+    click.echo(deploy_site(Path.cwd()), err=True)
+
+
+def _quiet(event: dict[str, Any]) -> None:
+    """Progress events of a re-measurement outside the build display: not shown."""
+
+
+def _verdict(tracked: Any, console: Any, fail_on_regression: bool) -> None:
+    from profiler.display import print_comparisons
+
+    print_comparisons(console, tracked)
+    if fail_on_regression and tracked.regressed:
+        raise click.exceptions.Exit(REGRESSION_EXIT)
 
 
 @cli.command()
@@ -117,7 +221,9 @@ def parse_int_list(text: str) -> list[Any]:
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit."""
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)  # a click Exit comes back as its code
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except ProfilerError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

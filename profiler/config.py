@@ -78,6 +78,8 @@ class Settings:
     token_budget: int | None = None  # padded tokens per batch; None: batch size x mean tokens
     memory_budget_mb: float = 2048.0
     trust_remote_code: bool = False
+    history_cap: int = 200  # runs data/history.json keeps; older ones thinned to one a week
+    margins: dict[str, float] = field(default_factory=dict)  # metric (or "default") -> margin
     timing: Timing = field(default_factory=Timing)
 
     def __post_init__(self) -> None:
@@ -110,6 +112,8 @@ class Settings:
         if not isinstance(self.trust_remote_code, bool):
             raise ProfilerError(f"trust_remote_code must be true or false, got "
                                 f"{self.trust_remote_code!r}")
+        _require_int("history_cap", self.history_cap, minimum=2)
+        _check_margins(self.margins)
         if not _is_number(self.quality_threshold) or not 0 < self.quality_threshold <= 1:
             raise ProfilerError(f"quality_threshold must be in (0, 1], got "
                                 f"{self.quality_threshold!r}")
@@ -179,6 +183,14 @@ def _underscored(table: dict[str, Any]) -> dict[str, Any]:
     """Accept kebab-case keys (`batch-sizes`) as well as snake_case, in nested tables too."""
     return {key.replace("-", "_"): _underscored(value) if isinstance(value, dict) else value
             for key, value in table.items()}
+
+
+def _check_margins(margins: Any) -> None:
+    if not isinstance(margins, dict):
+        raise ProfilerError(f"margins must be a table of metric = fraction, got {margins!r}")
+    for name, value in margins.items():
+        if not _is_number(value) or not 0 < value < 1:
+            raise ProfilerError(f"margins.{name} must be a fraction in (0, 1), got {value!r}")
 
 
 def _as_list(name: str, value: Any) -> list[Any]:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -79,3 +80,35 @@ def print_summary(console: Console, summary: dict[str, Any], site: Path | None) 
     if site is not None:
         table.add_row("Site", f"{site}/index.html  (mkdocs serve to browse)")
     console.print(table)
+
+
+STATE_STYLES = {"REGRESSED": "bold red", "IMPROVED": "green", "UNCHANGED": "dim",
+                "INCONCLUSIVE": "yellow"}
+
+
+def print_comparisons(console: Console, tracked: Any) -> None:
+    """One table per comparison: each metric's before, after, change, interval and verdict."""
+    for problem in tracked.problems:
+        console.print(f"[yellow]comparison skipped:[/yellow] {escape(problem)}", soft_wrap=True)
+    for comparison in tracked.comparisons:
+        title = f"{comparison.after} vs {comparison.label} {comparison.before}"
+        if not comparison.comparable:
+            console.print(f"[yellow]{escape(title)}: {escape(comparison.warning or '')}[/yellow]",
+                          soft_wrap=True)
+            continue
+        table = Table(title=title)
+        for column in ("Metric", "Before", "After", "Change (interval)", "Verdict"):
+            table.add_column(column)
+        for row in comparison.rows:
+            table.add_row(escape(row["title"]), f"{row['before']:,.4g} {row['unit']}",
+                          f"{row['after']:,.4g} {row['unit']}",
+                          f"{row['change']:+.1%} ({row['low']:+.1%} to {row['high']:+.1%})",
+                          f"[{STATE_STYLES[row['state']]}]{row['state']}[/]")
+        console.print(table)
+        if comparison.calibration:
+            console.print(f"  machine calibration (fp32 matmul): "
+                          f"{comparison.calibration['change']:+.1%} between the runs")
+        for change in comparison.libraries:
+            console.print(f"  library changed: {escape(change)}")
+    if tracked.confirmed and tracked.confirmed["studies"]:
+        console.print(f"confirmed by re-measuring: {', '.join(tracked.confirmed['studies'])}")

@@ -84,6 +84,17 @@ def verify_checksum(weights: Path, expected: str = BUNDLED_SHA256) -> str:
     return actual
 
 
+def weights_sha256(path: Path) -> str:
+    """One checksum over a model directory's weight files (names and contents)."""
+    digest = hashlib.sha256()
+    for weights in sorted(hit for pattern in WEIGHT_PATTERNS for hit in path.glob(f"**/{pattern}")):
+        digest.update(str(weights.relative_to(path)).encode())
+        with weights.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def _check_model_dir(path: Path) -> Path:
     if not path.is_dir():
         raise ProfilerError(f"model path {path} is not a directory")

@@ -65,15 +65,28 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 
 
+def copy_project(target: Path) -> Path:
+    """Copy the project's site sources and default corpus into `target`."""
+    for name in ("templates", "docs"):
+        shutil.copytree(REPO / name, target / name,
+                        ignore=shutil.ignore_patterns("report", "index.md", "vega-bundle.js"))
+    shutil.copy2(REPO / "mkdocs.yml", target / "mkdocs.yml")
+    (target / "data").mkdir()
+    shutil.copy2(REPO / "data" / "corpus.txt", target / "data" / "corpus.txt")
+    return target
+
+
+def configure_tiny(project: Path, vega_bundle: Path) -> Path:
+    """Settings for a seconds-long build on the tiny model, and the chart bundle."""
+    (project / "profiler.toml").write_text(TINY_SETTINGS, encoding="utf-8")
+    shutil.copy2(vega_bundle, project / "docs" / "assets" / "javascripts" / "vega-bundle.js")
+    return project
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the project's site sources and default corpus; the current folder for the test."""
-    for name in ("templates", "docs"):
-        shutil.copytree(REPO / name, tmp_path / name,
-                        ignore=shutil.ignore_patterns("report", "index.md", "vega-bundle.js"))
-    shutil.copy2(REPO / "mkdocs.yml", tmp_path / "mkdocs.yml")
-    (tmp_path / "data").mkdir()
-    shutil.copy2(REPO / "data" / "corpus.txt", tmp_path / "data" / "corpus.txt")
+    copy_project(tmp_path)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -110,6 +123,4 @@ search_texts = 16
 @pytest.fixture
 def tiny_project(project: Path, vega_bundle: Path) -> Path:
     """A project configured for a seconds-long build on the tiny model."""
-    (project / "profiler.toml").write_text(TINY_SETTINGS, encoding="utf-8")
-    shutil.copy2(vega_bundle, project / "docs" / "assets" / "javascripts" / "vega-bundle.js")
-    return project
+    return configure_tiny(project, vega_bundle)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -70,7 +71,9 @@ def fmt(value: float, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
-def run_profiler(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run the real `profiler` command line in `cwd`."""
+def run_profiler(*args: str, cwd: Path,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `profiler` command line in `cwd` (with extra environment variables)."""
     return subprocess.run([sys.executable, "-m", "profiler", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **env} if env else None)

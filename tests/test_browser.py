@@ -12,6 +12,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import configure_tiny, copy_project
 from helpers import run_profiler
 
 pytestmark = pytest.mark.browser
@@ -23,12 +24,14 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
          "--window-size=1280,1000")
 
 
-@pytest.fixture
-def served_site(tiny_project: Path, tiny_model: Path) -> Iterator[str]:
-    """Build the tiny model's site and serve it on a free localhost port."""
-    assert run_profiler("build", "--model", str(tiny_model), "--no-scalene",
-                    cwd=tiny_project).returncode == 0
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tiny_project / "site"))
+@pytest.fixture(scope="module")
+def served_site(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
+                vega_bundle: Path) -> Iterator[str]:
+    """Build the tiny model's site once and serve it on a free localhost port."""
+    project = configure_tiny(copy_project(tmp_path_factory.mktemp("site")), vega_bundle)
+    assert run_profiler("build", "--model", str(tiny_model), "--no-scalene", "--study",
+                        "batch_size", cwd=project).returncode == 0
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(project / "site"))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -57,14 +60,17 @@ def browser() -> Iterator[object]:
     shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_every_chart_draws_with_a_width(browser: object, served_site: str) -> None:
+@pytest.mark.parametrize(("page", "charts"), [("report/batch-size/", 3),
+                                              ("report/trends/", None)])
+def test_every_chart_draws_with_a_width(browser: object, served_site: str, page: str,
+                                        charts: int | None) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver = browser
-    driver.get(f"{served_site}/report/batch-size/")  # type: ignore[attr-defined]
+    driver.get(f"{served_site}/{page}")  # type: ignore[attr-defined]
     count = driver.execute_script(  # type: ignore[attr-defined]
         "return document.querySelectorAll('.vega-chart').length")
-    assert count == 3
+    assert count == charts if charts else count >= 5  # trends: a chart per headline metric
     WebDriverWait(driver, 30).until(lambda d: d.execute_script(
         "return document.querySelectorAll('.vega-chart[data-rendered], .vega-error').length")
         == count)

@@ -191,7 +191,7 @@ def test_a_variant_far_slower_on_the_search_sample_is_not_timed(tiny_model: Path
     base = run_variant(ctx, variants(2)[0], bench)
     assert base.status == "measured" and bench.base_search is not None
     assert max(bench.base_search.values()) > 100  # texts/s: far faster than the slow one
-    slow = run_variant(ctx, Variant("slow", "slow", "one line", "", slowed(0.02)), bench)
+    slow = run_variant(ctx, Variant("slow", "slow", "one line", "", slowed(0.2)), bench)
     assert slow.status == "skipped" and "far slower" in (slow.reason or "")
     assert slow.throughput_texts_per_s is None
     # under a quarter of the baseline at the first size: the search stops there
@@ -249,8 +249,13 @@ def test_optimizations_page_and_recommendations(tiny_project: Path, tiny_model: 
         assert row["Batch size"] == str(experiment["batch_size"])
         assert row["Mean cosine"] == fmt(experiment["quality"]["cosine_mean"], 6)
         assert row["Speedup (95% interval)"].startswith(fmt(experiment["speedup"], 2))
-    left_out = {r["Experiment"]: r for r in table_by_header(page, "Experiment", "Why")}
-    assert set(left_out) == {e["title"] for e in result["experiments"] if e not in measured}
+    not_measured = {e["title"] for e in result["experiments"] if e not in measured}
+    if not_measured:  # which rows are pruned depends on this CPU (bf16 units, say)
+        left_out = table_by_header(page, "Experiment", "Why")
+        assert {r["Experiment"] for r in left_out} == not_measured
+    else:
+        with pytest.raises(AssertionError, match="no table"):
+            table_by_header(page, "Experiment", "Why")
     assert len(page.specs) == 2
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["studies"]["optimizations"]["workload"] == "bulk"

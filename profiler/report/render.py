@@ -9,8 +9,16 @@ from typing import Any
 
 import jinja2
 
+from profiler.analysis.history import HISTORY_FILE, load_history
+from profiler.analysis.verdicts import FDR_Q
 from profiler.errors import ProfilerError
 from profiler.report.charts import CHARTS
+from profiler.report.trends import (
+    load_matrix,
+    load_trends,
+    publish_history,
+    write_run_records,
+)
 from profiler.storage import SCHEMA_VERSION, read_json, write_text
 from profiler.studies import STUDIES
 from profiler.workloads import DESCRIPTIONS
@@ -33,6 +41,7 @@ def environment(templates: Path) -> jinja2.Environment:
     env.filters["num"] = fmt_number
     env.filters["pct"] = lambda value, digits=1: fmt_number(100 * value, digits)
     env.globals["workloads"] = DESCRIPTIONS
+    env.globals["fdr_q"] = FDR_Q
     return env
 
 
@@ -48,7 +57,13 @@ def render_pages(root: Path, run_dir: Path) -> list[Path]:
     shutil.rmtree(report, ignore_errors=True)
     run = load_run(run_dir)
     copy_downloads(run_dir, report, run)
+    data = root / "data"
+    write_run_records(data, report / "files")
+    publish_history(data, report / "files")
+    trends = load_trends(data, current_record(data, run_dir.name))
     pages = [_write(env, "index.md.j2", root / "docs" / "index.md", run=run),
+             _write(env, "trends.md.j2", report / "trends.md", run=run, trends=trends),
+             _write(env, "matrix.md.j2", report / "matrix.md", matrix=load_matrix(data)),
              _write(env, "bottlenecks.md.j2", report / "bottlenecks.md", run=run),
              _write(env, "recommendations.md.j2", report / "recommendations.md", run=run)]
     for name, study in STUDIES.items():
@@ -67,11 +82,33 @@ def load_run(run_dir: Path) -> dict[str, Any]:
                             f"{summary['schema_version']}, before workloads); rebuild it with "
                             "`profiler build`")
     studies = {name: read_json(run_dir / f"{name}.json") for name in summary["studies"]}
-    return {"id": run_dir.name, "config": read_json(run_dir / "config.json"),
+    return {"id": run_dir.name, "comparison": load_comparison(run_dir),
+            "config": read_json(run_dir / "config.json"),
             "system": read_json(run_dir / "system.json"), "summary": summary,
             "studies": studies, "pages": {name: f"report/{name.replace('_', '-')}.md"
                                           for name in STUDIES}, "titles":
             {name: study.TITLE for name, study in STUDIES.items()}}
+
+
+def load_comparison(run_dir: Path) -> dict[str, Any]:
+    """The run's verdicts (comparison.json), or why there are none."""
+    path = run_dir / "comparison.json"
+    if not path.is_file():
+        return {"comparisons": [], "problems": ["this run was not compared (no comparison.json)"],
+                "confirmed": None}
+    try:
+        return read_json(path)
+    except ProfilerError as exc:
+        return {"comparisons": [], "problems": [str(exc)], "confirmed": None}
+
+
+def current_record(data: Path, run_id: str) -> dict[str, Any] | None:
+    """The run's record in the history, if the history holds it."""
+    try:
+        runs = load_history(data / HISTORY_FILE)
+    except ProfilerError:
+        return None
+    return next((r for r in runs if r["run_id"] == run_id), None)
 
 
 def study_charts(name: str, study: dict[str, Any] | None) -> list[dict[str, str]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from profiler.config import Settings
+from profiler.measure.metrics import Metric
 from profiler.model import ModelInfo
 
 if TYPE_CHECKING:
@@ -116,3 +117,8 @@ class Study(ABC):
     @abstractmethod
     def headline(result: dict[str, Any]) -> dict[str, Any]:
         """Pick the figures that belong in summary.json from this study's results."""
+
+    @staticmethod
+    def metrics(result: dict[str, Any]) -> list[Metric]:
+        """The figures run history keeps and comparisons judge, with their samples."""
+        return []

@@ -16,6 +16,7 @@ import numpy as np
 
 from profiler.measure.flops import model_config
 from profiler.measure.memory import cuda_peaks_mb, cuda_reset_peak
+from profiler.measure.metrics import Metric, metric
 from profiler.measure.stats import Stats, speedup_interval, summarize
 from profiler.studies.base import Study, StudyContext, emit, plain_python
 from profiler.workloads import (
@@ -141,6 +142,11 @@ class BatchSizeStudy(Study):
     def headline(result: dict[str, Any]) -> dict[str, Any]:
         """The chosen workload's best and recommended figures; every workload's best."""
         return headline_of(result)
+
+    @staticmethod
+    def metrics(result: dict[str, Any]) -> list[Metric]:
+        """Each batched workload at its fastest size and at 32; query latency; cold start."""
+        return metrics_of(result)
 
 
 def measured_sizes(sizes: tuple[int, ...]) -> list[int]:
@@ -341,3 +347,27 @@ def headline_of(result: dict[str, Any]) -> dict[str, Any]:
             "recommended_throughput_texts_per_s": chosen["throughput_texts_per_s"]["median"],
             "recommended_latency_ms_p95": chosen["call_latency_ms"]["p95"],
             "padding_real_share": chosen["padding"]["real_share"]}
+
+
+def metrics_of(result: dict[str, Any]) -> list[Metric]:
+    """Throughput per pass of bulk and stream, every query's latency, the cold start."""
+    by_key = {(p["workload"], p["batch_size"]): p for p in result["points"]}
+    study, found = BatchSizeStudy.NAME, []
+    for workload, choice in result["choices"].items():
+        for size, label in ((choice["fastest_batch_size"], "best"),
+                            (DEFAULT_BATCH_SIZE, f"b{DEFAULT_BATCH_SIZE}")):
+            point = by_key.get((workload, size))
+            title = (f"{workload} at batch {size}" if label != "best"
+                     else f"{workload} at its fastest batch size")
+            if point is not None:
+                found.append(metric(f"{workload}_{label}_texts_per_s", title, study, "texts/s",
+                                    "higher", point["throughput_texts_per_s"]["samples"]))
+    latencies = result["query"]["latency_ms"]["samples"]
+    found += [metric("query_latency_ms_p50", "query latency, median", study, "ms", "lower",
+                     latencies),
+              metric("query_latency_ms_p95", "query latency, p95", study, "ms", "lower",
+                     latencies, quantile=0.95)]
+    cold = result["query"].get("cold_start")
+    if cold:
+        found.append(metric("cold_start_s", "cold start", study, "s", "lower", [cold["total_s"]]))
+    return found

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from profiler.measure.fit import LinearFit, linear_fit
+from profiler.measure.metrics import Metric, metric
 from profiler.studies.base import Study, StudyContext, measure_each, plain_python
 from profiler.workloads import request_of
 
@@ -67,6 +68,18 @@ class MemoryStudy(Study):
                 "largest_peak_rss_mb": largest["peak_rss_mb"],
                 "largest_peak_increase_mb": largest["peak_increase_mb"],
                 "mb_per_text": fit["slope"] if fit else None}
+
+    @staticmethod
+    def metrics(result: dict[str, Any]) -> list[Metric]:
+        """The largest batch's peak resident memory, and the model's own size."""
+        points = result["points"]
+        largest = max(points, key=lambda p: p["batch_size"])
+        return [metric("peak_rss_mb", f"peak memory at batch {largest['batch_size']}",
+                       MemoryStudy.NAME, "MB", "lower", [largest["peak_rss_mb"]],
+                       calibrated=False),
+                metric("model_rss_mb", "model resident size", MemoryStudy.NAME, "MB", "lower",
+                       [p["rss_after_load_mb"] - p["rss_before_load_mb"] for p in points],
+                       calibrated=False)]
 
 
 def probe_sizes(sizes: tuple[int, ...], quick: bool) -> tuple[int, ...]:

@@ -11,6 +11,7 @@ import numpy as np
 
 from profiler.config import Settings
 from profiler.errors import ProfilerError
+from profiler.measure.metrics import Metric, metric
 from profiler.measure.stats import Stats, summarize
 from profiler.measure.timing import RepeatPlan, repeat, timed
 from profiler.studies.base import Study, StudyContext, emit, measure_each
@@ -108,6 +109,15 @@ class TextLengthStudy(Study):
                 "slowdown_x": short / long if long else None,
                 "pearson": result["correlation"]["pearson"],
                 "truncation_chars": result["truncation_chars"]}
+
+    @staticmethod
+    def metrics(result: dict[str, Any]) -> list[Metric]:
+        """Throughput per repeat at the shortest and the longest length."""
+        first, last = result["points"][0], result["points"][-1]
+        return [metric(f"{name}_texts_per_s", f"{name} texts ({point['target_chars']} chars)",
+                       TextLengthStudy.NAME, "texts/s", "higher",
+                       point["throughput_texts_per_s"]["samples"])
+                for name, point in (("short", first), ("long", last))]
 
 
 def measure_length(ctx: StudyContext, length: int) -> LengthPoint:

@@ -1,0 +1,184 @@
+"""Publishing across runs and machines: restore the published history, merge run folders, deploy.
+
+The site carries its own history (report/files/history.json), so CI restores it before a build
+and trends accumulate without committing results. Run folders from a job matrix (or copied from
+anywhere) are merged into one data/ and rendered as one site.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from profiler.analysis.history import (
+    BASELINE_FILE,
+    HISTORY_FILE,
+    append_run,
+    load_history,
+    load_record,
+)
+from profiler.errors import ProfilerError
+from profiler.storage import SCHEMA_VERSION, point_latest, read_json, write_json
+from profiler.tracking import run_record
+
+PUBLISHED = "report/files"  # where the site carries history.json and baseline.json
+RESTORE_NOTE = "restore.json"  # what the last restore found, for the build log and trends page
+TIMEOUT_S = 30
+
+
+def restore(url: str, data: Path) -> str:
+    """Fetch the published history (and baseline) from the site at `url` into `data`.
+
+    Runs already in data/history.json are kept; the published ones are added. A site with no
+    history, or a corrupt one, starts a fresh history: never an error, always said.
+    """
+    if not url.startswith(("http://", "https://", "file://")):
+        raise ProfilerError(f"restore needs the published site's address (http or https), "
+                            f"got {url!r}")
+    base = url.rstrip("/") + "/" + PUBLISHED
+    note = _restore_history(f"{base}/{HISTORY_FILE}", data)
+    if not (data / BASELINE_FILE).exists():
+        _restore_baseline(f"{base}/{BASELINE_FILE}", data)
+    write_json(data / RESTORE_NOTE, {"source": url, **note})
+    return note["message"]
+
+
+def _restore_history(url: str, data: Path) -> dict[str, Any]:
+    try:
+        text = _download(url)
+    except ProfilerError as exc:
+        return {"status": "fresh", "runs": 0,
+                "message": f"no earlier history at {url} ({exc}): starting a fresh history"}
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / HISTORY_FILE
+        copy.write_text(text, encoding="utf-8")
+        try:
+            published = load_history(copy)
+        except ProfilerError as exc:
+            reason = str(exc).replace(str(copy), "it")
+            return {"status": "fresh", "runs": 0,
+                    "message": f"the history at {url} is unusable ({reason}): starting a "
+                               "fresh history"}
+    data.mkdir(parents=True, exist_ok=True)
+    for record in published:
+        append_run(data / HISTORY_FILE, record)
+    return {"status": "restored", "runs": len(published),
+            "message": f"restored {len(published)} run(s) of history from {url}"}
+
+
+def _restore_baseline(url: str, data: Path) -> None:
+    try:
+        text = _download(url)
+    except ProfilerError:
+        return
+    target = data / BASELINE_FILE
+    target.write_text(text, encoding="utf-8")
+    try:
+        load_record(target)
+    except ProfilerError:
+        target.unlink()
+
+
+def _download(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+            return str(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        raise ProfilerError(f"HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ProfilerError(str(reason)) from None
+
+
+def merge(folders: list[Path], data: Path) -> list[str]:
+    """Copy complete run folders into data/runs and the history; return the runs added.
+
+    Every folder is checked before anything in `data` changes. A run already merged (same id,
+    same summary) is skipped, so merging twice changes nothing.
+    """
+    checked = [_check_run(folder) for folder in folders]
+    ids = [run_id for run_id, _ in checked]
+    for run_id in {i for i in ids if ids.count(i) > 1}:
+        twice = [str(f) for f, i in zip(folders, ids, strict=True) if i == run_id]
+        raise ProfilerError(f"{twice[1]} is another copy of run {run_id} (also {twice[0]})")
+    added = []
+    for folder, (run_id, summary) in zip(folders, checked, strict=True):
+        target = data / "runs" / run_id
+        if target.exists():
+            if _summary(target) != summary:
+                raise ProfilerError(f"{folder} is run {run_id}, but data/runs/{run_id} holds "
+                                    "different results")
+            continue
+        added.append(run_id)
+    load_history(data / HISTORY_FILE)  # a corrupt history stops the merge before any copy
+    for folder, (run_id, _) in zip(folders, checked, strict=True):
+        if run_id in added:
+            _copy_run(folder, data / "runs" / run_id)
+            append_run(data / HISTORY_FILE, run_record(data / "runs" / run_id))
+    newest = max((p for p in (data / "runs").iterdir() if (p / "summary.json").is_file()),
+                 key=lambda p: read_json(p / "summary.json")["created"], default=None)
+    if newest is not None and added:
+        point_latest(data, newest)
+    return added
+
+
+def _check_run(folder: Path) -> tuple[str, dict[str, Any]]:
+    """A complete run folder's id and summary; ProfilerError naming the folder otherwise."""
+    folder = folder.resolve() if folder.is_symlink() else folder
+    if not folder.is_dir():
+        raise ProfilerError(f"{folder} is not a folder")
+    for name in ("config.json", "system.json", "summary.json"):
+        if not (folder / name).is_file():
+            raise ProfilerError(f"{folder} is not a complete run: {name} is missing")
+    summary = _summary(folder)
+    version = summary.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ProfilerError(f"{folder} has schema_version {version!r}; merge reads "
+                            f"{SCHEMA_VERSION}")
+    if not summary.get("complete") or summary.get("run_id") != folder.name:
+        raise ProfilerError(f"{folder} is not a complete run (its summary names no run "
+                            f"{folder.name})")
+    for study in read_json(folder / "config.json").get("studies", []):
+        if not (folder / f"{study}.json").is_file():
+            raise ProfilerError(f"{folder} is not a complete run: {study}.json is missing")
+    return folder.name, summary
+
+
+def _summary(folder: Path) -> dict[str, Any]:
+    try:
+        found: dict[str, Any] = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProfilerError(f"{folder} is not a complete run: summary.json unreadable "
+                            f"({exc})") from None
+    if not isinstance(found, dict):
+        raise ProfilerError(f"{folder} is not a complete run: summary.json is not an object")
+    return found
+
+
+def _copy_run(folder: Path, target: Path) -> None:
+    staging = target.parent / ".incomplete" / target.name
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(folder, staging, symlinks=False)
+    staging.replace(target)
+
+
+def deploy(root: Path) -> str:
+    """Publish the built site/ to the gh-pages branch of origin with `mkdocs gh-deploy`."""
+    if not (root / "site" / "index.html").is_file():
+        raise ProfilerError(f"{root / 'site'} has no built site: run `profiler build` or "
+                            "`profiler render` first")
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "gh-deploy", "--force",
+                           "--no-history", "--message",
+                           "Publish the embedding profile"],
+                          cwd=root, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+        raise ProfilerError("mkdocs gh-deploy failed: " + (lines[-1] if lines else "no output"))
+    return "published site/ to the gh-pages branch of origin"
