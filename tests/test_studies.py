@@ -128,3 +128,14 @@ def test_corpus_too_small_is_one_line_error(tiny_project: Path, tiny_model: Path
     assert done.stderr.strip().count("\n") == 0
     assert done.stderr.startswith("error: corpus has") and "Traceback" not in done.stderr
     assert not (tiny_project / "data" / "runs").exists()
+
+
+def test_quick_measures_three_of_the_batch_sizes_and_the_default() -> None:
+    from profiler.studies.base import quick_subset
+    from profiler.studies.batch_size import measured_sizes
+
+    sizes = (8, 16, 32, 64, 128, 256)
+    assert measured_sizes(sizes) == [8, 16, 32, 64, 128, 256]
+    assert measured_sizes(sizes, quick=True) == [8, 32, 64, 256]
+    assert measured_sizes((4, 2), quick=True) == [2, 4, 32]
+    assert quick_subset((1, 2, 3)) == (1, 2, 3)

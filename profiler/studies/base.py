@@ -122,3 +122,11 @@ class Study(ABC):
     def metrics(result: dict[str, Any]) -> list[Metric]:
         """The figures run history keeps and comparisons judge, with their samples."""
         return []
+
+
+def quick_subset(sizes: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """Under --quick: the smallest, a middle and the largest of the sizes asked for."""
+    ordered = tuple(sorted(sizes))
+    if len(ordered) <= 3:
+        return ordered
+    return (ordered[0], ordered[len(ordered) // 2], ordered[-1])

@@ -18,7 +18,7 @@ from profiler.measure.flops import model_config
 from profiler.measure.memory import cuda_peaks_mb, cuda_reset_peak
 from profiler.measure.metrics import Metric, metric
 from profiler.measure.stats import Stats, speedup_interval, summarize
-from profiler.studies.base import Study, StudyContext, emit, plain_python
+from profiler.studies.base import Study, StudyContext, emit, plain_python, quick_subset
 from profiler.workloads import (
     DESCRIPTIONS,
     Padding,
@@ -116,7 +116,7 @@ class BatchSizeStudy(Study):
         """Measure every workload, pick batch sizes, time the stream's padding remedies."""
         texts = ctx.request
         tokens = token_counts(ctx.model, texts, ctx.info.max_seq_length)
-        sizes = measured_sizes(ctx.settings.batch_sizes)
+        sizes = measured_sizes(ctx.settings.batch_sizes, ctx.settings.quick)
         cold = cold_start(ctx)
         ctx.model.encode(texts[:sizes[0]], batch_size=sizes[0])  # first-call costs: no size's
         points = measure_batched(ctx, texts, tokens, sizes)
@@ -149,9 +149,9 @@ class BatchSizeStudy(Study):
         return metrics_of(result)
 
 
-def measured_sizes(sizes: tuple[int, ...]) -> list[int]:
-    """The batch sizes asked for, plus sentence-transformers' default, in order."""
-    return sorted({*sizes, DEFAULT_BATCH_SIZE})
+def measured_sizes(sizes: tuple[int, ...], quick: bool = False) -> list[int]:
+    """The batch sizes asked for (under --quick three of them), plus the default 32, in order."""
+    return sorted({*(quick_subset(sizes) if quick else sizes), DEFAULT_BATCH_SIZE})
 
 
 def measure_batched(ctx: StudyContext, texts: list[str], tokens: list[int],
@@ -255,6 +255,8 @@ def measure_remedies(ctx: StudyContext, texts: list[str], tokens: list[int],
     """Time the stream and its padding remedies round-robin; speedups against the stream."""
     budget = default_budget(tokens, size, ctx.settings.token_budget)
     plans = remedy_schedules(texts, tokens, size, budget)
+    if ctx.settings.quick and ctx.settings.token_budget is None:  # one remedy is enough to check
+        plans.pop("token_budget")
     encode, repeats = model_encode(ctx.model), ctx.settings.timing.workload_repeats
     seconds: dict[str, list[list[float]]] = {name: [] for name in plans}
     emit("config", label=f"padding remedies at batch {size}", index=0, total=1)

@@ -14,7 +14,13 @@ from typing import Any
 
 from profiler.measure.fit import LinearFit, linear_fit
 from profiler.measure.metrics import Metric, metric
-from profiler.studies.base import Study, StudyContext, measure_each, plain_python
+from profiler.studies.base import (
+    Study,
+    StudyContext,
+    measure_each,
+    plain_python,
+    quick_subset,
+)
 from profiler.workloads import request_of
 
 
@@ -84,10 +90,7 @@ class MemoryStudy(Study):
 
 def probe_sizes(sizes: tuple[int, ...], quick: bool) -> tuple[int, ...]:
     """Every batch size; under --quick only the smallest, a middle one and the largest."""
-    ordered = tuple(sorted(sizes))
-    if not quick or len(ordered) <= 3:
-        return sizes
-    return (ordered[0], ordered[len(ordered) // 2], ordered[-1])
+    return quick_subset(sizes) if quick else sizes
 
 
 def workload(ctx: StudyContext, batch_size: int) -> list[str]:

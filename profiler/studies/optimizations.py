@@ -143,7 +143,8 @@ def make_bench(ctx: StudyContext, peaks: dict[str, float]) -> Bench:
     """The chosen workload over the request (query: spread-out single texts)."""
     timing, workload = ctx.settings.timing, ctx.settings.workload
     texts = spread(ctx.request, timing.query_texts) if workload == "query" else ctx.request
-    sizes = [1] if workload == "query" else measured_sizes(ctx.settings.batch_sizes)
+    sizes = ([1] if workload == "query"
+             else measured_sizes(ctx.settings.batch_sizes, ctx.settings.quick))
     return Bench(workload, texts, token_counts(ctx.model, texts, ctx.info.max_seq_length),
                  sizes, timing.search_texts, ctx.texts[:timing.quality_texts],
                  timing.workload_repeats, peaks, model_config(ctx.model))

@@ -8,7 +8,7 @@ from typing import Any
 
 from profiler.measure.stats import Stats, summarize
 from profiler.measure.timing import synchronize
-from profiler.studies.base import Study, StudyContext, emit, measure_each
+from profiler.studies.base import Study, StudyContext, emit, measure_each, quick_subset
 
 STAGES = ("tokenize", "forward", "pooling", "output")
 
@@ -59,7 +59,9 @@ class StagesStudy(Study):
     def run(self, ctx: StudyContext) -> dict[str, Any]:
         """Time each stage over the workload at every batch size."""
         encode_in_stages(ctx, ctx.texts[:ctx.settings.batch_sizes[0]])  # first-call costs
-        points = measure_each(ctx.settings.batch_sizes, "batch {}",
+        sizes = (quick_subset(ctx.settings.batch_sizes) if ctx.settings.quick
+                 else ctx.settings.batch_sizes)
+        points = measure_each(sizes, "batch {}",
                               lambda size: measure_stages(ctx, size),
                               lambda p: f"forward {100 * p.stage_share['forward']:.0f}%")
         size = max(ctx.settings.batch_sizes)
