@@ -31,6 +31,7 @@ from profiler.storage import point_latest, read_json, write_json
 from profiler.studies import STUDIES
 
 CALIBRATION_SIZE = 512
+CALIBRATION_REPEATS = 5  # before the studies, and again after them
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ def run_build(plan: Plan, workspace: Workspace, on_event: EventHandler) -> Path:
         _run_group(staging, group, plan.settings.scalene, on_event)
     write_json(staging / "calibration.json",
                {"gflops": start + calibrate(plan.device), "size": CALIBRATION_SIZE,
-                "what": "fp32 matmul GFLOP/s, three before the studies and three after"})
+                "what": f"fp32 matmul GFLOP/s, {CALIBRATION_REPEATS} before the studies and "
+                        f"{CALIBRATION_REPEATS} after"})
     started = time.perf_counter()
     _finish_profiles(staging, plan.studies, not plan.settings.quick, on_event)
     write_json(staging / "summary.json",
@@ -124,7 +126,8 @@ def calibrate(device: str) -> list[float]:
     """A short fp32 matmul: how fast this machine is right now (history's yardstick)."""
     from profiler.measure.peak import measure_peak
 
-    peak = measure_peak(device, "float32", size=CALIBRATION_SIZE, min_time_s=0.1, repeats=3)
+    peak = measure_peak(device, "float32", size=CALIBRATION_SIZE, min_time_s=0.1,
+                        repeats=CALIBRATION_REPEATS)
     return peak.gflops.samples if peak else []
 
 

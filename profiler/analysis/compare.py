@@ -22,7 +22,11 @@ from profiler.measure.metrics import Metric
 
 NOISE_RUNS = 10  # the newest comparable runs whose spread estimates run-to-run noise
 MIN_NOISE_RUNS = 4
-LIBRARY_NOTE = "libraries changed"
+# Until MIN_NOISE_RUNS earlier runs tell the machine's own run-to-run noise, assume this much:
+# on a shared 2-core machine one build's fp32 baseline ran 19% slower at its end than at its
+# start, and two identical quick builds in a row differed by 30% on one metric.
+PRIOR_NOISE = 0.10
+PRIOR_NOISE_UNCALIBRATED = 0.02  # memory: a fresh process per probe, little run-to-run noise
 
 
 @dataclass(frozen=True)
@@ -102,13 +106,16 @@ def _side_by_side(a: Metric, b: Metric) -> dict[str, Any]:
 
 def _noise(metric: Metric, history: list[dict[str, Any]], before: dict[str, Any],
            after: dict[str, Any], drift: float) -> float:
-    """Run-to-run relative noise of one metric: history's spread, or the machine's drift."""
+    """Run-to-run relative noise of one metric: history's spread (a prior until there is
+    enough history), or the machine's drift within either build, whichever is larger."""
     spread = history_noise(metric.name, history, before, after)
+    if spread is None:
+        spread = PRIOR_NOISE if metric.calibrated else PRIOR_NOISE_UNCALIBRATED
     return max(spread, drift) if metric.calibrated else spread
 
 
 def history_noise(name: str, history: list[dict[str, Any]], before: dict[str, Any],
-                  after: dict[str, Any]) -> float:
+                  after: dict[str, Any]) -> float | None:
     """Robust relative spread (1.4826 x MAD of the log) of a metric over comparable runs."""
     key = fingerprint(after)
     values = []
@@ -120,7 +127,7 @@ def history_noise(name: str, history: list[dict[str, Any]], before: dict[str, An
             values.append(math.log(statistic(tuple(found["samples"]), found["quantile"])))
     values = values[-NOISE_RUNS:]
     if len(values) < MIN_NOISE_RUNS:
-        return 0.0
+        return None
     logs = np.asarray(values)
     return float(1.4826 * np.median(np.abs(logs - np.median(logs))))
 
@@ -137,13 +144,16 @@ def calibration_change(before: dict[str, Any], after: dict[str, Any]) -> dict[st
 
 
 def calibration_drift(run: dict[str, Any]) -> float:
-    """How far the calibration moved between the start and the end of one build (relative)."""
+    """How far the machine's best speed moved between the start and the end of one build.
+
+    The best of each half is compared: a single interrupted matmul slows one sample, while a
+    machine that got slower (a noisy neighbour, thermal limits) slows them all.
+    """
     samples = run.get("calibration_gflops") or []
     half = len(samples) // 2
     if half < 1 or min(samples) <= 0:
         return 0.0
-    start, end = float(np.median(samples[:half])), float(np.median(samples[half:]))
-    return abs(math.log(end / start))
+    return abs(math.log(max(samples[half:]) / max(samples[:half])))
 
 
 def library_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
