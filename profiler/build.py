@@ -14,6 +14,7 @@ from typing import Any
 
 from profiler.analysis.bottlenecks import find_bottlenecks, find_context
 from profiler.analysis.history import git_commit
+from profiler.analysis.targets import check_targets
 from profiler.config import Settings
 from profiler.corpus import DEFAULT_CORPUS, load_corpus
 from profiler.errors import ProfilerError
@@ -113,7 +114,7 @@ def run_build(plan: Plan, workspace: Workspace, on_event: EventHandler) -> Path:
                 "what": f"fp32 matmul GFLOP/s, {CALIBRATION_REPEATS} before the studies and "
                         f"{CALIBRATION_REPEATS} after"})
     started = time.perf_counter()
-    _finish_profiles(staging, plan.studies, not plan.settings.quick, on_event)
+    _finish_profiles(staging, plan.studies, plan.settings.scalene_html, on_event)
     write_json(staging / "summary.json",
                summarize_run(staging, plan.studies, time.perf_counter() - started))
     final = workspace.runs / run_id
@@ -232,6 +233,9 @@ def summarize_run(run_dir: Path, studies: list[str], profiles_s: float = 0.0) ->
         "scalene": {name: r["scalene"]["status"] for name, r in results.items()},
         "seconds": {**{name: r.get("wall_s") for name, r in results.items()},
                     "profiles": profiles_s},
+        "targets": [t.to_dict() for t in check_targets(
+            {name: STUDIES[name].headline(result) for name, result in measured.items()},
+            settings.get("targets") or {})],
         "bottlenecks": [b.to_dict() for b in find_bottlenecks(measured, budget)],
         "context": [c.to_dict() for c in find_context(measured, budget)],
         **advice(measured),

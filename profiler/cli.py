@@ -40,6 +40,10 @@ def cli() -> None:
               help="Allow models whose modules are their own code.")
 @click.option("--quick", is_flag=True, default=None, help="Fewer repeats: a fast, noisier run.")
 @click.option("--no-scalene", "no_scalene", is_flag=True, help="Run the studies unprofiled.")
+@click.option("--scalene-html", is_flag=True, default=None,
+              help="Also publish Scalene's own HTML viewer per profile (several MB each).")
+@click.option("--include-host-info", is_flag=True, default=None,
+              help="Publish home-directory paths, the user and host names as they are.")
 @click.option("--no-site", is_flag=True, help="Write results and pages but skip mkdocs build.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="Settings file [default: profiler.toml or [tool.profiler] in pyproject].")
@@ -52,7 +56,8 @@ def build(model: str | None, device: str | None, corpus: str | None, batch_sizes
           studies: tuple[str, ...], experiments: tuple[str, ...],
           quality_threshold: float | None, workload: str | None, request_size: str | None,
           token_budget: str | None, memory_budget_mb: float | None,
-          trust_remote_code: bool | None, quick: bool | None, no_scalene: bool, no_site: bool,
+          trust_remote_code: bool | None, quick: bool | None, no_scalene: bool,
+          scalene_html: bool | None, include_host_info: bool | None, no_site: bool,
           config_file: Path | None, confirm: bool, fail_on_regression: bool) -> None:
     """Run every study, store the results in data/, render the pages and build the site."""
     from profiler.build import Workspace, measure_again, plan_build, run_build
@@ -64,6 +69,7 @@ def build(model: str | None, device: str | None, corpus: str | None, batch_sizes
         "model": model, "device": device, "corpus": corpus, "quick": quick,
         "batch_sizes": parse_int_list(batch_sizes) if batch_sizes is not None else None,
         "studies": list(studies) or None, "scalene": False if no_scalene else None,
+        "scalene_html": scalene_html, "include_host_info": include_host_info,
         "experiments": list(experiments) or None, "quality_threshold": quality_threshold,
         "workload": workload, "memory_budget_mb": memory_budget_mb,
         "trust_remote_code": trust_remote_code,

@@ -68,6 +68,7 @@ class Settings:
     text_lengths: tuple[int, ...] = DEFAULT_TEXT_LENGTHS
     length_batch_size: int = 32
     scalene: bool = True
+    scalene_html: bool = False  # also publish Scalene's own HTML viewer (several MB a study)
     quick: bool = False
     recommend_within: float = 0.05
     leak_threshold_mb: float = 0.05
@@ -78,6 +79,8 @@ class Settings:
     token_budget: int | None = None  # padded tokens per batch; None: batch size x mean tokens
     memory_budget_mb: float = 2048.0
     trust_remote_code: bool = False
+    include_host_info: bool = False  # publish home paths, user and host names unshortened
+    targets: dict[str, float] = field(default_factory=dict)  # service targets over the defaults
     history_cap: int = 200  # runs data/history.json keeps; older ones thinned to one a week
     margins: dict[str, float] = field(default_factory=dict)  # metric (or "default") -> margin
     timing: Timing = field(default_factory=Timing)
@@ -109,11 +112,13 @@ class Settings:
         if not _is_number(self.memory_budget_mb) or self.memory_budget_mb <= 0:
             raise ProfilerError(f"memory_budget_mb must be a number > 0, got "
                                 f"{self.memory_budget_mb!r}")
-        if not isinstance(self.trust_remote_code, bool):
-            raise ProfilerError(f"trust_remote_code must be true or false, got "
-                                f"{self.trust_remote_code!r}")
+        for name in ("trust_remote_code", "scalene_html", "include_host_info"):
+            if not isinstance(getattr(self, name), bool):
+                raise ProfilerError(f"{name} must be true or false, got "
+                                    f"{getattr(self, name)!r}")
         _require_int("history_cap", self.history_cap, minimum=2)
         _check_margins(self.margins)
+        _check_targets(self.targets)
         if not _is_number(self.quality_threshold) or not 0 < self.quality_threshold <= 1:
             raise ProfilerError(f"quality_threshold must be in (0, 1], got "
                                 f"{self.quality_threshold!r}")
@@ -191,6 +196,17 @@ def _check_margins(margins: Any) -> None:
     for name, value in margins.items():
         if not _is_number(value) or not 0 < value < 1:
             raise ProfilerError(f"margins.{name} must be a fraction in (0, 1), got {value!r}")
+
+
+def _check_targets(targets: Any) -> None:
+    known = ("throughput_texts_per_s", "latency_ms_per_text_p95", "peak_memory_mb")
+    if not isinstance(targets, dict):
+        raise ProfilerError(f"targets must be a table of target = limit, got {targets!r}")
+    for name, value in targets.items():
+        if name not in known:
+            raise ProfilerError(f"unknown target {name!r}; choose from {', '.join(known)}")
+        if not _is_number(value) or value <= 0:
+            raise ProfilerError(f"targets.{name} must be a number > 0, got {value!r}")
 
 
 def _as_list(name: str, value: Any) -> list[Any]:

@@ -10,6 +10,8 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from profiler.report.site import site_size_mb
+
 
 class ProgressDisplay:
     """Show one line per study configuration, updated as the child process reports repeats."""
@@ -78,7 +80,8 @@ def print_summary(console: Console, summary: dict[str, Any], site: Path | None) 
         if status != "profiled":
             table.add_row(f"Scalene ({study})", status)
     if site is not None:
-        table.add_row("Site", f"{site}/index.html  (mkdocs serve to browse)")
+        table.add_row("Site", f"{site}/index.html ({site_size_mb(site):,.1f} MB; "
+                      "mkdocs serve to browse)")
     console.print(table)
 
 

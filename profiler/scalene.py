@@ -29,7 +29,7 @@ class ScaleneOutcome:
     status: str  # profiled | disabled | unavailable | failed
     reason: str | None = None
     profile: str | None = None
-    html: str | None = None  # Scalene's standalone viewer, when small enough to publish
+    html: str | None = None  # Scalene's standalone viewer, only with --scalene-html
 
     def to_dict(self) -> dict[str, Any]:
         """Return the outcome as plain data."""

@@ -17,6 +17,7 @@ from helpers import run_profiler
 
 pytestmark = pytest.mark.browser
 
+INJECTED = "tiny<img src=x onerror=alert(1)> | [link](javascript:alert(2)) *bold* `tick"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -29,8 +30,11 @@ def served_site(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
                 vega_bundle: Path) -> Iterator[str]:
     """Build the tiny model's site once and serve it on a free localhost port."""
     project = configure_tiny(copy_project(tmp_path_factory.mktemp("site")), vega_bundle)
-    assert run_profiler("build", "--model", str(tiny_model), "--no-scalene", "--study",
-                        "batch_size", cwd=project).returncode == 0
+    model = project / "models" / INJECTED  # a model folder whose name is markup
+    shutil.copytree(tiny_model, model)
+    done = run_profiler("build", "--model", str(model), "--no-scalene", "--study", "batch_size",
+                        cwd=project)
+    assert done.returncode == 0, done.stderr
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(project / "site"))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -92,3 +96,50 @@ def test_charts_load_nothing_from_other_hosts(browser: object, served_site: str)
         ".map(e => e.src || e.href)")
     assert sources
     assert all(src.startswith(served_site) for src in sources), sources
+
+
+@pytest.mark.parametrize("page", ["", "report/batch-size/", "report/trends/",
+                                  "report/matrix/"])
+def test_markup_in_a_model_name_is_shown_as_text(browser: object, served_site: str,
+                                                  page: str) -> None:
+    driver = browser
+    driver.get(f"{served_site}/{page}")  # type: ignore[attr-defined]
+    injected = driver.execute_script(  # type: ignore[attr-defined]
+        "return document.querySelectorAll('img[src=\"x\"], [onerror], a[href^=\"javascript\"]'"
+        ").length")
+    assert injected == 0
+    if page in ("", "report/matrix/"):  # the pages that name the model show it as it is
+        body = driver.execute_script("return document.body.innerText")  # type: ignore[attr-defined]
+        assert "<img src=x onerror=alert(1)> | [link](javascript:alert(2)) *bold*" in body
+
+
+CHART_STATE = ("return Array.from(document.querySelectorAll('.vega-chart')).map(el => ["
+               "  el.dataset.theme, el.dataset.rendered === '1',"
+               "  el._chartView ? el._chartView.view.background() : null,"
+               "  el.querySelectorAll('svg.marks').length])")
+
+
+def test_charts_redraw_dark_when_the_palette_toggles(browser: object, served_site: str) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    driver.get(f"{served_site}/report/batch-size/")  # type: ignore[attr-defined]
+    # headless Chromium prefers light: the automatic palette resolves to Material's default
+    light = WebDriverWait(driver, 30).until(lambda d: _charts_if_all(d, "light"))
+    assert all(background != "#333" and svgs == 1 for _, _, background, svgs in light)
+    toggle = ("document.querySelector('[data-md-component=palette] label:not([hidden])')"
+              ".click(); return document.body.getAttribute('data-md-color-scheme')")
+    schemes = [driver.execute_script(toggle) for _ in range(2)]  # type: ignore[attr-defined]
+    assert schemes == ["default", "slate"]  # automatic -> light -> dark
+    dark = WebDriverWait(driver, 30).until(lambda d: _charts_if_all(d, "dark"))
+    assert len(dark) == len(light)
+    assert all(background == "#333" and svgs == 1 for _, _, background, svgs in dark)
+    assert driver.execute_script(toggle) != "slate"  # dark -> automatic (light here)
+    WebDriverWait(driver, 30).until(lambda d: _charts_if_all(d, "light"))
+
+
+def _charts_if_all(driver: object, theme: str) -> list[list[object]] | None:
+    """Every chart's state, once each has drawn in `theme`; None before that."""
+    charts = driver.execute_script(CHART_STATE)  # type: ignore[attr-defined]
+    done = charts and all(t == theme and rendered for t, rendered, _, _ in charts)
+    return charts if done else None

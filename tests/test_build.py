@@ -178,6 +178,24 @@ def test_full_build_under_scalene_profiles_and_names_every_workload(tiny_project
     assert latency.startswith(f"p50 {fmt(figures['query_latency_ms_p50'], 2)} ms")
 
 
+def test_profiles_are_published_compressed_without_scalene_viewer_unless_asked(
+        tmp_path: Path) -> None:
+    from profiler.build import _finish_profiles
+    from profiler.storage import write_json
+
+    (tmp_path / "scalene").mkdir()
+    shutil.copy2(Path(__file__).parent / "data" / "scalene_profile.json",
+                 tmp_path / "scalene" / "batch_size.json")
+    write_json(tmp_path / "batch_size.json", {"scalene": {
+        "status": "profiled", "reason": None, "profile": "scalene/batch_size.json", "html": None}})
+    _finish_profiles(tmp_path, ["batch_size"], html=False, on_event=lambda event: None)
+    study = json.loads((tmp_path / "batch_size.json").read_text())
+    assert study["scalene"]["profile"] == "scalene/batch_size.json.gz"
+    assert study["scalene"]["html"] is None
+    assert "error" not in study["hotspots"]
+    assert sorted(p.name for p in (tmp_path / "scalene").iterdir()) == ["batch_size.json.gz"]
+
+
 def test_failing_scalene_falls_back_to_a_plain_run(tiny_project: Path, tiny_model: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from profiler import scalene as scalene_module

@@ -138,6 +138,7 @@ CASES: list[tuple[str, Callable[[Path], list[str]], dict[str, str], tuple[str, .
     ("memory-budget-zero", lambda r: ["--memory-budget-mb", "0"], {}, ("memory_budget_mb",)),
     ("toml-trust-remote-code-word", _toml('trust_remote_code = "yes"\n'), {},
      ("trust_remote_code",)),
+    ("toml-scalene-html-word", _toml('scalene_html = "yes"\n'), {}, ("scalene_html", "yes")),
     ("unknown-option", lambda r: ["--frobnicate"], {}, ("frobnicate",)),
 ]
 

@@ -112,6 +112,28 @@ def test_trust_remote_code_must_be_a_bool(value: Any) -> None:
         Settings(trust_remote_code=value)
 
 
+@pytest.mark.parametrize("value", ["yes", "true", 1, 0, None])
+def test_scalene_html_must_be_a_bool(value: Any) -> None:
+    with pytest.raises(ProfilerError, match=rf"scalene_html must be true or false, got {value!r}"):
+        Settings(scalene_html=value)
+
+
+def test_scalene_html_is_off_unless_asked(tmp_path: Path) -> None:
+    assert Settings().scalene_html is False
+    assert load_settings({}, tmp_path).scalene_html is False
+    _write(tmp_path / "profiler.toml", "scalene-html = true\n")
+    assert load_settings({}, tmp_path).scalene_html is True
+    _write(tmp_path / "profiler.toml", "scalene_html = false\n")
+    assert load_settings({"scalene_html": True}, tmp_path).scalene_html is True  # the flag wins
+
+
+def test_a_non_bool_scalene_html_in_the_file_is_a_one_line_error(tmp_path: Path) -> None:
+    _write(tmp_path / "profiler.toml", 'scalene_html = "yes"\n')
+    with pytest.raises(ProfilerError) as raised:
+        load_settings({}, tmp_path)
+    assert str(raised.value) == "scalene_html must be true or false, got 'yes'"
+
+
 def test_request_texts_default_to_the_whole_corpus_of_at_least_1000() -> None:
     assert Settings().request_texts(50) == 1000  # a small corpus is cycled up to 1,000 texts
     assert Settings().request_texts(4321) == 4321  # a large one is the request as it is

@@ -39,7 +39,8 @@ def record(index: int, throughput: float = 100.0, cv: float = 0.03, n: int = 5,
     base = {
         "run_id": f"2026{index:04d}", "created": created, "commit": None, "machine": MACHINE,
         "libraries": {"torch": "2.13.0"}, "model": {"name": "tiny", "sha256": "ab" * 32},
-        "workload": "bulk", "request": {"quick": False, "request_size": None, "corpus_texts": 1000},
+        "workload": "bulk", "request": {"quick": False, "request_size": None, "corpus_texts": 1000,
+                    "texts": 1000},
         "calibration_gflops": cal,
         "metrics": [
             {"name": "bulk_best_texts_per_s", "title": "bulk at its fastest batch size",

@@ -62,6 +62,11 @@ def test_builds_are_recorded_judged_charted_and_gated(tiny_project: Path,
     verdict_rows = table_by_header(home, "Metric", "Verdict")
     assert {r["Metric"] for r in verdict_rows} == {r["title"] for r in previous["rows"]}
     assert "Benjamini" in home.text and "baseline.json" in home.text
+    targets = {r["Target"]: r for r in table_by_header(home, "Target", "Result")}
+    assert set(targets) == {"Throughput", "p95 latency per text", "Peak memory"}
+    assert targets["Peak memory"]["Result"] == "not measured"  # no memory study in this build
+    assert targets["Throughput"]["Result"] in ("pass", "fail")
+    assert "Best throughput (bulk)" in home.text and "Against the previous run" in home.text
 
     trends = read_page(tiny_project / "site" / "report" / "trends" / "index.html")
     listed = table_by_header(trends, "Run", "Calibration")

@@ -15,8 +15,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from profiler.config import Settings
 from profiler.errors import ProfilerError
 from profiler.measure.metrics import Metric
+from profiler.safety import redact
 from profiler.storage import read_json, write_json
 
 HISTORY_FILE = "history.json"
@@ -37,11 +39,13 @@ def record_of(run_dir: Path, metrics: list[Metric], calibration: list[float],
         "commit": config.get("commit"), "machine": machine_of(system),
         "libraries": {k: v for k, v in system.get("libraries", {}).items()
                       if k in LIBRARY_KEYS and v},
-        "model": {"name": settings["model"], "sha256": weights_sha256},
+        "model": {"name": redact(settings["model"]), "sha256": weights_sha256},
         "workload": settings.get("workload", "bulk"),
         "request": {"quick": bool(settings.get("quick")),
                     "request_size": settings.get("request_size"),
-                    "corpus_texts": config["corpus"]["texts"]},
+                    "corpus_texts": config["corpus"]["texts"],
+                    "texts": Settings.from_dict(settings).request_texts(
+                        config["corpus"]["texts"])},
         "calibration_gflops": [round(x, 3) for x in calibration],
         "metrics": [m.to_dict() for m in metrics],
     }
@@ -80,7 +84,7 @@ def describe(key: str, value: Any) -> str:
         return f"{value['name']}" + (f" [{sha[:8]}]" if sha else "")
     if key == "request":
         kind = "quick" if value["quick"] else "full"
-        return f"{kind}, {value['request_size'] or value['corpus_texts']} texts"
+        return f"{kind}, {value.get('texts') or value['request_size'] or '?'} texts"
     return str(value)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import jinja2
 
 from profiler.analysis.history import HISTORY_FILE, load_history
+from profiler.analysis.targets import check_targets
 from profiler.analysis.verdicts import FDR_Q
 from profiler.errors import ProfilerError
 from profiler.report.charts import CHARTS
@@ -19,6 +20,7 @@ from profiler.report.trends import (
     publish_history,
     write_run_records,
 )
+from profiler.safety import code, host_details, redact, text
 from profiler.storage import SCHEMA_VERSION, read_json, write_text
 from profiler.studies import STUDIES
 from profiler.workloads import DESCRIPTIONS
@@ -40,6 +42,8 @@ def environment(templates: Path) -> jinja2.Environment:
                              autoescape=False)
     env.filters["num"] = fmt_number
     env.filters["pct"] = lambda value, digits=1: fmt_number(100 * value, digits)
+    env.filters["text"] = text
+    env.filters["code"] = code
     env.globals["workloads"] = DESCRIPTIONS
     env.globals["fdr_q"] = FDR_Q
     return env
@@ -56,7 +60,9 @@ def render_pages(root: Path, run_dir: Path) -> list[Path]:
     report = root / "docs" / "report"
     shutil.rmtree(report, ignore_errors=True)
     run = load_run(run_dir)
-    copy_downloads(run_dir, report, run)
+    hidden = [] if run["config"]["settings"].get("include_host_info") else host_details()
+    run = redact(run, hidden)
+    copy_downloads(run_dir, report, run, hidden)
     data = root / "data"
     write_run_records(data, report / "files")
     publish_history(data, report / "files")
@@ -82,8 +88,12 @@ def load_run(run_dir: Path) -> dict[str, Any]:
                             f"{summary['schema_version']}, before workloads); rebuild it with "
                             "`profiler build`")
     studies = {name: read_json(run_dir / f"{name}.json") for name in summary["studies"]}
+    config = read_json(run_dir / "config.json")
+    if "targets" not in summary:  # a run built before targets: judge its headline figures now
+        summary["targets"] = [t.to_dict() for t in check_targets(
+            summary["studies"], config["settings"].get("targets") or {})]
     return {"id": run_dir.name, "comparison": load_comparison(run_dir),
-            "config": read_json(run_dir / "config.json"),
+            "config": config,
             "system": read_json(run_dir / "system.json"), "summary": summary,
             "studies": studies, "pages": {name: f"report/{name.replace('_', '-')}.md"
                                           for name in STUDIES}, "titles":
@@ -119,12 +129,14 @@ def study_charts(name: str, study: dict[str, Any] | None) -> list[dict[str, str]
             for title, chart in CHARTS[name](study["result"])]
 
 
-def copy_downloads(run_dir: Path, report: Path, run: dict[str, Any]) -> None:
-    """Put the run's JSON files and compressed Scalene profiles on the site for download."""
+def copy_downloads(run_dir: Path, report: Path, run: dict[str, Any],
+                   hidden: list[tuple[str, str]]) -> None:
+    """Put the run's JSON files (host details hidden) and Scalene profiles on the site."""
     files = report / "files"
     files.mkdir(parents=True)
     for path in run_dir.glob("*.json"):
-        shutil.copy2(path, files / path.name)
+        data = redact(json.loads(path.read_text(encoding="utf-8")), hidden)
+        write_text(files / path.name, json.dumps(data, indent=2) + "\n")
     for name, study in run["studies"].items():
         profile, html = study["scalene"].get("profile"), study["scalene"].get("html")
         if profile:

@@ -9,6 +9,7 @@ from pathlib import Path
 from profiler.errors import ProfilerError
 
 BUNDLE = Path("docs") / "assets" / "javascripts" / "vega-bundle.js"
+MB = 1024 * 1024
 
 
 def ensure_vega_bundle(root: Path) -> Path:
@@ -38,3 +39,8 @@ def build_site(root: Path) -> Path:
         raise ProfilerError("mkdocs build failed: " + (lines[-1] if lines else
                                                         done.stderr.strip()[-200:]))
     return site
+
+
+def site_size_mb(site: Path) -> float:
+    """Return the total size of every file under `site`, in MB (what publishing uploads)."""
+    return sum(path.stat().st_size for path in site.rglob("*") if path.is_file()) / MB
