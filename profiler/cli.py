@@ -198,7 +198,8 @@ def _publish(root: Path, run_dir: Path, build_site: bool, console: Any) -> None:
     from profiler.storage import read_json
 
     render_pages(root, run_dir)
-    site = mkdocs_build(root) if build_site else None
+    model = (read_json(run_dir / "summary.json").get("model") or {}).get("name")
+    site = mkdocs_build(root, model) if build_site else None
     print_summary(console or Console(stderr=True), read_json(run_dir / "summary.json"), site)
 
 

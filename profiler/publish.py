@@ -8,6 +8,7 @@ anywhere) are merged into one data/ and rendered as one site.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from profiler.analysis.history import (
     load_record,
 )
 from profiler.errors import ProfilerError
+from profiler.report.site import SITE_NAME_VARIABLE, site_title
 from profiler.storage import SCHEMA_VERSION, point_latest, read_json, write_json
 from profiler.tracking import run_record
 
@@ -174,10 +176,13 @@ def deploy(root: Path) -> str:
     if not (root / "site" / "index.html").is_file():
         raise ProfilerError(f"{root / 'site'} has no built site: run `profiler build` or "
                             "`profiler render` first")
+    latest = root / "data" / "latest" / "summary.json"
+    model = (read_json(latest).get("model") or {}).get("name") if latest.is_file() else None
     done = subprocess.run([sys.executable, "-m", "mkdocs", "gh-deploy", "--force",
                            "--no-history", "--message",
                            "Publish the embedding profile"],
-                          cwd=root, capture_output=True, text=True, check=False)
+                          cwd=root, capture_output=True, text=True, check=False,
+                          env={**os.environ, SITE_NAME_VARIABLE: site_title(model)})
     if done.returncode != 0:
         lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
         raise ProfilerError("mkdocs gh-deploy failed: " + (lines[-1] if lines else "no output"))

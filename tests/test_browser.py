@@ -17,6 +17,7 @@ from helpers import run_profiler
 
 pytestmark = pytest.mark.browser
 
+SCREENSHOTS = Path(__file__).resolve().parent.parent / ".screenshots"  # open them after a run
 INJECTED = "tiny<img src=x onerror=alert(1)> | [link](javascript:alert(2)) *bold* `tick"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -58,6 +59,7 @@ def browser() -> Iterator[object]:
     options.binary_location = CHROMIUM
     for flag in (*FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console messages
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield driver
     driver.quit()
@@ -143,3 +145,50 @@ def _charts_if_all(driver: object, theme: str) -> list[list[object]] | None:
     charts = driver.execute_script(CHART_STATE)  # type: ignore[attr-defined]
     done = charts and all(t == theme and rendered for t, rendered, _, _ in charts)
     return charts if done else None
+
+
+CHARTS_DRAWN = """
+const charts = Array.from(document.querySelectorAll('.vega-chart'));
+return charts.map(el => {
+  const box = (el.querySelector('svg, canvas') || el).getBoundingClientRect();
+  const marks = el.querySelectorAll('.mark-line path, .mark-symbol path, .mark-rect path, '
+    + '.mark-rule line, .mark-area path, .mark-text text, canvas').length;
+  return {rendered: el.hasAttribute('data-rendered'), error: !!el.querySelector('.vega-error')
+          || el.classList.contains('vega-error'), width: box.width, height: box.height, marks};
+});
+"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_page_draws_in_light_and_dark_without_errors(browser: object, served_site: str,
+                                                           scheme: str) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {  # type: ignore[attr-defined]
+        "features": [{"name": "prefers-color-scheme", "value": scheme}]})
+    driver.get(f"{served_site}/")  # type: ignore[attr-defined]
+    pages = sorted(set(driver.execute_script(  # type: ignore[attr-defined]
+        "return Array.from(document.querySelectorAll('a.md-nav__link[href]'))"
+        ".map(a => a.href.split('#')[0])")))
+    assert len(pages) >= 12, pages
+    SCREENSHOTS.mkdir(exist_ok=True)
+    for url in pages:
+        assert url.startswith(served_site), url
+        driver.get(url)  # type: ignore[attr-defined]
+        WebDriverWait(driver, 30).until(lambda d: all(
+            c["rendered"] or c["error"] for c in d.execute_script(CHARTS_DRAWN)))
+        for chart in driver.execute_script(CHARTS_DRAWN):  # type: ignore[attr-defined]
+            assert not chart["error"] and chart["width"] > 100 and chart["height"] > 20, url
+            assert chart["marks"] > 0, url
+        scheme_now = driver.execute_script(  # type: ignore[attr-defined]
+            "return document.body.getAttribute('data-md-color-scheme')")
+        assert scheme_now == ("slate" if scheme == "dark" else "default"), url
+        name = url[len(served_site):].strip("/").replace("/", "-") or "home"
+        driver.save_screenshot(str(SCREENSHOTS / f"{name}-{scheme}.png"))  # type: ignore[attr-defined]
+        requests = driver.execute_script(  # type: ignore[attr-defined]
+            "return performance.getEntriesByType('resource').map(e => e.name)")
+        assert all(r.startswith(served_site) for r in requests), requests
+    errors = [e for e in driver.get_log("browser")  # type: ignore[attr-defined]
+              if e["level"] == "SEVERE"]
+    assert not errors, errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -63,6 +64,14 @@ def test_build_writes_results_pages_and_site(tiny_project: Path, tiny_model: Pat
     page = (site / "report" / "batch-size" / "index.html").read_text()
     assert "not profiled" in page.lower()
     assert "Fewer texts than one batch" not in page  # 48 texts fill a batch of 32
+    assert "<title>Embedding profile: tiny</title>" in (site / "index.html").read_text()
+    with (site / "report" / "files" / "batch_size.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))  # one row per measured configuration
+    assert [(r["workload"], int(r["batch_size"])) for r in rows] == [
+        (p["workload"], p["batch_size"]) for p in study["points"]]
+    assert [float(r["throughput_texts_per_s_median"]) for r in rows] == pytest.approx(
+        [p["throughput_texts_per_s"]["median"] for p in study["points"]])
+    assert 'href="../files/batch_size.csv"' in page
 
 
 def sum_per_pass(point: dict[str, Any]) -> list[float]:

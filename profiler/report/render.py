@@ -14,6 +14,7 @@ from profiler.analysis.targets import check_targets
 from profiler.analysis.verdicts import FDR_Q
 from profiler.errors import ProfilerError
 from profiler.report.charts import CHARTS
+from profiler.report.downloads import study_rows, to_csv
 from profiler.report.trends import (
     load_matrix,
     load_trends,
@@ -137,6 +138,8 @@ def copy_downloads(run_dir: Path, report: Path, run: dict[str, Any],
     for path in run_dir.glob("*.json"):
         data = redact(json.loads(path.read_text(encoding="utf-8")), hidden)
         write_text(files / path.name, json.dumps(data, indent=2) + "\n")
+    for name, study in run["studies"].items():  # one row per measured configuration
+        write_text(files / f"{name}.csv", to_csv(study_rows(name, study["result"])))
     for name, study in run["studies"].items():
         profile, html = study["scalene"].get("profile"), study["scalene"].get("html")
         if profile:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from profiler.errors import ProfilerError
 
+SITE_NAME_VARIABLE = "PROFILER_SITE_NAME"  # mkdocs.yml reads the site's name from it
 BUNDLE = Path("docs") / "assets" / "javascripts" / "vega-bundle.js"
 MB = 1024 * 1024
 
@@ -28,12 +31,19 @@ def ensure_vega_bundle(root: Path) -> Path:
     return target
 
 
-def build_site(root: Path) -> Path:
+def site_title(model: str | None) -> str:
+    """The site's name: the model's own name, reduced to characters no page can misread."""
+    name = re.sub(r"[^\w.+-]", "", Path(model or "").name)[:60]
+    return f"Embedding profile: {name}" if name else "Embedding profile"
+
+
+def build_site(root: Path, model: str | None = None) -> Path:
     """Run `mkdocs build --strict` into site/; raise ProfilerError with mkdocs' complaint."""
     ensure_vega_bundle(root)
     site = root / "site"
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
-                           str(site)], cwd=root, capture_output=True, text=True)
+                           str(site)], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, SITE_NAME_VARIABLE: site_title(model)})
     if done.returncode != 0:
         lines = [ln for ln in done.stderr.splitlines() if "WARNING" in ln or "Error" in ln]
         raise ProfilerError("mkdocs build failed: " + (lines[-1] if lines else

@@ -1,0 +1,47 @@
+"""Each study's measured configurations as a CSV file: one row per configuration, flat columns."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+STAT_FIELDS = ("median", "min", "max", "p95", "cv", "n")  # raw samples stay in the JSON
+
+
+def study_rows(name: str, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of a study's CSV: its points, experiments or iterations, flattened."""
+    if name == "optimizations":
+        rows = result.get("experiments", [])
+    elif name == "leak":
+        rows = [{"iteration": i + 1, "rss_mb": mb, "steady": i >= result.get("steady_from", 0)}
+                for i, mb in enumerate(result.get("rss_mb", []))]
+    else:
+        rows = result.get("points", [])
+    return [flatten(row) for row in rows]
+
+
+def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Scalars as they are; statistics objects as a few columns; nested tables joined by '_'."""
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and "median" in value and "samples" in value:
+            flat.update({f"{name}_{field}": value.get(field) for field in STAT_FIELDS})
+        elif isinstance(value, dict):
+            flat.update(flatten(value, f"{name}_"))
+        elif not isinstance(value, list):
+            flat[name] = value
+    return flat
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV text with the union of the rows' columns, in first-seen order."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
