@@ -67,6 +67,8 @@ def test_builds_are_recorded_judged_charted_and_gated(tiny_project: Path,
     assert targets["Peak memory"]["Result"] == "not measured"  # no memory study in this build
     assert targets["Throughput"]["Result"] in ("pass", "fail")
     assert "Best throughput (bulk)" in home.text and "Against the previous run" in home.text
+    assert len(home.specs) == len(names)  # a sparkline of each metric's two runs
+    assert all(len(spec["data"]["values"]) == 2 for spec in home.specs)
 
     trends = read_page(tiny_project / "site" / "report" / "trends" / "index.html")
     listed = table_by_header(trends, "Run", "Calibration")

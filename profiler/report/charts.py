@@ -221,18 +221,19 @@ def speedup_quality_chart(result: dict[str, Any]) -> Any:
               title="Quality loss: 1 − mean cosine to fp32 (symlog scale)")
     base = alt.Chart(alt.Data(values=rows)).encode(x=x)
     bars = base.mark_rule().encode(y=alt.Y("low:Q", title="Speedup over fp32 (×)"), y2="high:Q")
+    # names go in the legend, not beside the points: lossless rows share x = 0 and would overlap
     dots = base.mark_point(filled=True, size=90).encode(
-        y="speedup:Q", color=alt.Color("keeps quality:N", title="Keeps quality"),
+        y="speedup:Q", color=alt.Color("experiment:N", title="Configuration",
+                                       legend=alt.Legend(orient="bottom", columns=2)),
+        shape=alt.Shape("keeps quality:N", title="Keeps quality"),
         tooltip=["experiment:N", alt.Tooltip("speedup:Q", format=".2f"),
                  alt.Tooltip("low:Q", format=".2f"), alt.Tooltip("high:Q", format=".2f"),
                  alt.Tooltip("cosine:Q", format=".6f")])
-    labels = base.mark_text(align="left", dx=7, fontSize=11).encode(y="speedup:Q",
-                                                                      text="experiment:N")
     rule = alt.Chart(alt.Data(values=[{"loss": 1 - threshold}])).mark_rule(
         strokeDash=[6, 4], color="#d62728").encode(x="loss:Q")
     one = alt.Chart(alt.Data(values=[{"speedup": 1.0}])).mark_rule(color="#999").encode(
         y="speedup:Q")
-    return _sized(bars + dots + labels + rule + one)
+    return _sized(bars + dots + rule + one)
 
 
 def efficiency_chart(result: dict[str, Any]) -> Any:

@@ -68,7 +68,7 @@ def render_pages(root: Path, run_dir: Path) -> list[Path]:
     write_run_records(data, report / "files")
     publish_history(data, report / "files")
     trends = load_trends(data, current_record(data, run_dir.name))
-    pages = [_write(env, "index.md.j2", root / "docs" / "index.md", run=run),
+    pages = [_write(env, "index.md.j2", root / "docs" / "index.md", run=run, trends=trends),
              _write(env, "trends.md.j2", report / "trends.md", run=run, trends=trends),
              _write(env, "matrix.md.j2", report / "matrix.md", matrix=load_matrix(data)),
              _write(env, "bottlenecks.md.j2", report / "bottlenecks.md", run=run),

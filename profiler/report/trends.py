@@ -24,6 +24,7 @@ from profiler.errors import ProfilerError
 from profiler.report.charts import HEIGHT, WIDTH
 from profiler.storage import read_json, write_json
 
+SPARK_HEIGHT = 60
 CHANGE_ALPHA = 0.01  # E-Divisive's permutation test must reach this to call a change point
 
 
@@ -92,7 +93,16 @@ def series_of(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"name": name, "title": first["title"], "unit": first["unit"],
             "direction": first["direction"], "points": points, "changes": changes,
             "chart": json.dumps(trend_chart(points, changes, first).to_dict(),
-                                separators=(",", ":"))}
+                                separators=(",", ":")),
+            "spark": json.dumps(sparkline(points).to_dict(), separators=(",", ":"))}
+
+
+def sparkline(points: list[dict[str, Any]]) -> Any:
+    """The metric per run, oldest first, without axes: the home page's glance at history."""
+    return alt.Chart(alt.Data(values=points)).mark_line(point=True).encode(
+        x=alt.X("index:O", axis=None), y=alt.Y("value:Q", axis=None, scale=alt.Scale(zero=False)),
+        tooltip=["run_id:N", alt.Tooltip("value:Q", format=",.4g")],
+    ).properties(width=WIDTH, height=SPARK_HEIGHT)
 
 
 def trend_chart(points: list[dict[str, Any]], changes: list[dict[str, Any]],
