@@ -225,17 +225,17 @@ def summarize_run(run_dir: Path, studies: list[str], profiles_s: float = 0.0) ->
     model = next(iter(results.values()))["model"] if results else None
     settings = config["settings"]
     budget = float(settings.get("memory_budget_mb", 2048.0))
+    headlines = {name: STUDIES[name].headline(result) for name, result in measured.items()}
     return {
         "run_id": config["run_id"], "created": config["created"], "complete": True,
         "model": model, "device": config["device"], "corpus": config["corpus"],
         "workload": settings.get("workload", "bulk"), "memory_budget_mb": budget,
-        "studies": {name: STUDIES[name].headline(result) for name, result in measured.items()},
+        "studies": headlines,
         "scalene": {name: r["scalene"]["status"] for name, r in results.items()},
         "seconds": {**{name: r.get("wall_s") for name, r in results.items()},
                     "profiles": profiles_s},
-        "targets": [t.to_dict() for t in check_targets(
-            {name: STUDIES[name].headline(result) for name, result in measured.items()},
-            settings.get("targets") or {})],
+        "targets": [t.to_dict() for t in check_targets(headlines,
+                                                       settings.get("targets") or {})],
         "bottlenecks": [b.to_dict() for b in find_bottlenecks(measured, budget)],
         "context": [c.to_dict() for c in find_context(measured, budget)],
         **advice(measured),

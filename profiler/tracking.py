@@ -47,6 +47,7 @@ class Tracked:
     problems: list[str]
     removed: list[str]
     confirmed: dict[str, Any] | None = None
+    history_ok: bool = True  # False: data/history.json could not be read and was left alone
 
     @property
     def regressed(self) -> bool:
@@ -94,7 +95,7 @@ def track_run(data: Path, run_dir: Path, settings: Settings) -> Tracked:
     if not problems:
         removed = append_run(data / HISTORY_FILE, record, settings.history_cap)
     comparisons, found = judge_run(data, record, history, settings.margins)
-    tracked = Tracked(comparisons, problems + found, removed)
+    tracked = Tracked(comparisons, problems + found, removed, history_ok=not problems)
     write_json(run_dir / COMPARISON_FILE, tracked.to_dict())
     return tracked
 
@@ -149,14 +150,13 @@ def confirm_run(data: Path, run_dir: Path, settings: Settings, tracked: Tracked,
     before = [c.to_dict()["counts"] for c in tracked.comparisons]
     write_json(folder / "metrics.json", {"metrics": [m.to_dict() for m in extra]})
     record = run_record(run_dir)
-    history_ok = not any("history" in p for p in tracked.problems)
-    history = load_history(data / HISTORY_FILE) if history_ok else []
-    if history_ok:
+    history = load_history(data / HISTORY_FILE) if tracked.history_ok else []
+    if tracked.history_ok:
         append_run(data / HISTORY_FILE, record, settings.history_cap)
     comparisons, problems = judge_run(data, record, history, settings.margins)
     again = Tracked(comparisons, tracked.problems + [p for p in problems
                                                      if p not in tracked.problems],
-                    tracked.removed, {"studies": studies, "before": before})
+                    tracked.removed, {"studies": studies, "before": before}, tracked.history_ok)
     write_json(run_dir / COMPARISON_FILE, again.to_dict())
     return again
 
@@ -179,16 +179,6 @@ def pooled(record: dict[str, Any], extra: list[Metric]) -> dict[str, Any]:
         samples = list(m["samples"]) + list(more.get(m["name"], ()))
         metrics.append({**m, "samples": list(bounded(samples))})
     return {**record, "metrics": metrics, "confirmed": sorted(more)}
-
-
-def stored_record(run_dir: Path, data: Path) -> dict[str, Any]:
-    """The run's record as the history holds it (pooled after --confirm), else from its files."""
-    try:
-        runs = load_history(data / HISTORY_FILE)
-    except ProfilerError:
-        runs = []
-    found = next((r for r in runs if r["run_id"] == run_dir.name), None)
-    return found or run_record(run_dir)
 
 
 def chosen_comparisons(data: Path, before: str | None, after: str | None,
