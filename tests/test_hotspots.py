@@ -14,7 +14,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -275,9 +274,7 @@ def test_standalone_html_is_one_offline_file(tmp_path: Path) -> None:
     packed = tmp_path / "batch_size.json.gz"
     packed.write_bytes(gzip.compress(PROFILE.read_bytes()))
     out = tmp_path / "site" / "scalene.html"
-    start = time.perf_counter()
     assert standalone_html(packed, out) == out
-    assert time.perf_counter() - start < 60
     page = out.read_text(encoding="utf-8")
     assert "transformers/models/bert/modeling_bert.py" in page
     # Scalene pastes the JSON text in as it is: compact JSON keeps the page half the size.
