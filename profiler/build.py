@@ -6,8 +6,8 @@ import dataclasses
 import datetime as dt
 import multiprocessing
 import os
+import signal
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,17 @@ from profiler.model import (
     resolve_model,
     weights_sha256,
 )
-from profiler.scalene import EventHandler, finish_profile, group_label, run_study
-from profiler.storage import point_latest, read_json, write_json
+from profiler.scalene import (
+    EventHandler,
+    ScaleneOutcome,
+    finish_profile,
+    group_label,
+    run_study,
+)
+from profiler.storage import point_latest, read_json, require, write_json
 from profiler.studies import STUDIES
 
+INCOMPLETE = ".incomplete"  # data/runs/.incomplete/<id>: runs still being measured, or stopped
 CALIBRATION_SIZE = 512
 CALIBRATION_REPEATS = 5  # before the studies, and again after them
 
@@ -97,30 +104,86 @@ def plan_build(settings: Settings, workspace: Workspace) -> Plan:
     return plan
 
 
-def run_build(plan: Plan, workspace: Workspace, on_event: EventHandler) -> Path:
-    """Run every study into a staging folder, then publish it as data/runs/<id> and data/latest."""
-    run_id = new_run_id(workspace.runs)
-    staging = workspace.runs / ".incomplete" / run_id
-    staging.mkdir(parents=True)
-    write_json(staging / "config.json", _config_payload(plan, run_id))
-    from profiler.measure.system import system_info
+def run_build(plan: Plan, workspace: Workspace, on_event: EventHandler,
+              staging: Path | None = None) -> Path:
+    """Run the studies not yet done into a staging folder; publish it when all finished.
 
-    write_json(staging / "system.json", system_info(plan.device))
-    start = calibrate(plan.device)
+    Returns data/runs/<id> (also pointed at by data/latest) when every study finished. When a
+    study's process died, the others still run and the staging folder is returned as it is:
+    an incomplete run (summary.json says what is missing) that `--resume` can finish. An
+    interruption leaves the staging folder too; earlier runs and data/latest stay untouched.
+    """
+    staging = staging or start_run(plan, workspace)
+    for stray in staging.glob("*.partial.json"):  # an interrupted process's, unverified
+        stray.unlink()
+    calibration = _calibration_before(staging, plan.device)
+    failures: dict[str, str] = {}
     for group in plan.groups:
-        _run_group(staging, group, plan.settings.scalene, on_event)
+        todo = [name for name in group if not (staging / f"{name}.json").is_file()]
+        if todo:
+            failures.update(_run_group(staging, todo, plan.settings.scalene, on_event))
     write_json(staging / "calibration.json",
-               {"gflops": start + calibrate(plan.device), "size": CALIBRATION_SIZE,
-                "what": f"fp32 matmul GFLOP/s, {CALIBRATION_REPEATS} before the studies and "
-                        f"{CALIBRATION_REPEATS} after"})
+               {**calibration, "after": (after := calibrate(plan.device)),
+                "gflops": calibration["before"] + after})
+    done = [name for name in plan.studies if (staging / f"{name}.json").is_file()]
     started = time.perf_counter()
-    _finish_profiles(staging, plan.studies, plan.settings.scalene_html, on_event)
+    _finish_profiles(staging, done, plan.settings.scalene_html, on_event)
     write_json(staging / "summary.json",
-               summarize_run(staging, plan.studies, time.perf_counter() - started))
-    final = workspace.runs / run_id
-    os.replace(staging, final)
+               summarize_run(staging, done, time.perf_counter() - started, failures))
+    if failures:
+        return staging
+    final = workspace.runs / staging.name
+    try:
+        os.replace(staging, final)
+    except OSError as exc:
+        raise ProfilerError(f"could not move the run into {final}: {exc.strerror or exc}; it "
+                            f"is kept in {staging}") from None
     point_latest(workspace.data, final)
     return final
+
+
+def start_run(plan: Plan, workspace: Workspace) -> Path:
+    """Make data/runs/.incomplete/<id> with the run's config and system description."""
+    from profiler.measure.system import system_info
+
+    run_id = new_run_id(workspace.runs)
+    staging = workspace.runs / INCOMPLETE / run_id
+    staging.mkdir(parents=True)
+    write_json(staging / "config.json", _config_payload(plan, run_id))
+    write_json(staging / "system.json", system_info(plan.device))
+    return staging
+
+
+def is_complete(run_dir: Path) -> bool:
+    """Whether `run_dir` is a finished run (not a staging folder under data/runs/.incomplete)."""
+    return run_dir.parent.name != INCOMPLETE
+
+
+def incomplete_runs(workspace: Workspace) -> list[Path]:
+    """Staging folders of runs that did not finish, oldest first."""
+    folder = workspace.runs / INCOMPLETE
+    return sorted(p for p in folder.iterdir() if (p / "config.json").is_file()) \
+        if folder.is_dir() else []
+
+
+def resume_plan(workspace: Workspace) -> tuple[Plan, Path]:
+    """The newest incomplete run and its plan, checked to measure the same model and texts."""
+    runs = incomplete_runs(workspace)
+    if not runs:
+        raise ProfilerError(f"no incomplete run to resume in {workspace.runs / INCOMPLETE}")
+    staging = runs[-1]
+    path = staging / "config.json"
+    config = require(path, read_json(path), "settings", "model_source", "corpus_path",
+                     "corpus", "device")
+    settings = dataclasses.replace(Settings.from_dict(config["settings"]),
+                                   corpus=config["corpus_path"])
+    plan = plan_build(settings, workspace)
+    recorded = config["model_source"].get("sha256")
+    if plan.source.sha256 != recorded or plan.device != config["device"] \
+            or len(plan.texts) != config["corpus"].get("texts"):
+        raise ProfilerError(f"run {staging.name} measured another model, device or corpus than "
+                            "these settings give now; start a new run with `profiler build`")
+    return plan, staging
 
 
 def calibrate(device: str) -> list[float]:
@@ -154,19 +217,40 @@ def new_run_id(runs: Path) -> str:
 
 
 def _run_group(staging: Path, studies: list[str], use_scalene: bool,
-               on_event: EventHandler) -> None:
+               on_event: EventHandler) -> dict[str, str]:
+    """Run `studies` in one process; return why each study that did not finish failed."""
     started = time.perf_counter()
     try:
         outcome = run_study(staging, studies, use_scalene, on_event)
     except RuntimeError as exc:
         log = staging / "logs" / f"{group_label(studies)}.log"
-        raise ProfilerError(f"study {','.join(studies)} failed ({exc}); log: {log}") from None
-    for study in studies:
+        outcome = ScaleneOutcome("failed", f"the study process failed ({exc})")
+        failures = {name: f"{exc}; log: {log.relative_to(staging)}" for name in studies
+                    if not (staging / f"{name}.partial.json").is_file()}
+        on_event({"event": "failed", "studies": sorted(failures), "reason": str(exc)})
+    else:
+        failures = {}
+    for study in studies:  # those that finished before a crash are kept
         partial = staging / f"{study}.partial.json"
-        _update_study(staging / f"{study}.json", read_json(partial),
-                      wall_s=time.perf_counter() - started, scalene=outcome.to_dict(),
-                      hotspots=None)
-        partial.unlink()
+        if partial.is_file():
+            _update_study(staging / f"{study}.json", read_json(partial),
+                          wall_s=time.perf_counter() - started, scalene=outcome.to_dict(),
+                          hotspots=None)
+            partial.unlink()
+    return failures
+
+
+def _calibration_before(staging: Path, device: str) -> dict[str, Any]:
+    """The machine's speed before the studies: measured now, or kept from a resumed run."""
+    path = staging / "calibration.json"
+    if path.is_file():
+        return {key: value for key, value in read_json(path).items()
+                if key in ("before", "size", "what")}
+    calibration = {"before": calibrate(device), "size": CALIBRATION_SIZE,
+                   "what": f"fp32 matmul GFLOP/s, {CALIBRATION_REPEATS} before the studies and "
+                           f"{CALIBRATION_REPEATS} after"}
+    write_json(path, {**calibration, "gflops": calibration["before"]})
+    return calibration
 
 
 def _update_study(path: Path, payload: dict[str, Any], **fields: Any) -> None:
@@ -182,7 +266,7 @@ def _finish_profiles(staging: Path, studies: list[str], html: bool,
     outcomes: dict[str, dict[str, Any]] = {}
     for study in studies:
         outcome = read_json(staging / f"{study}.json")["scalene"]
-        if outcome["profile"]:
+        if outcome["profile"] and not outcome["profile"].endswith(".gz"):  # not yet reduced
             owners.setdefault(outcome["profile"], []).append(study)
             outcomes[outcome["profile"]] = outcome
     if not owners:
@@ -191,9 +275,11 @@ def _finish_profiles(staging: Path, studies: list[str], html: bool,
     on_event({"event": "config", "label": f"hotspots of {len(owners)} profile(s)", "index": 0,
               "total": 1})
     spawn = multiprocessing.get_context("spawn")  # the parent runs a display thread: no fork
-    with ProcessPoolExecutor(max_workers=2, mp_context=spawn) as pool:
-        finished = list(pool.map(finish_profile, [staging] * len(owners),
-                                 list(outcomes.values()), [html] * len(owners)))
+    # a Ctrl-C reaches the workers too: they ignore it, and leaving the block ends them
+    with spawn.Pool(2, initializer=signal.signal,
+                    initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
+        finished = pool.starmap(finish_profile, [(staging, outcome, html)
+                                                 for outcome in outcomes.values()])
     for names, (hotspots, outcome) in zip(owners.values(), finished, strict=True):
         for study in names:
             path = staging / f"{study}.json"
@@ -217,8 +303,12 @@ def _config_payload(plan: Plan, run_id: str) -> dict[str, Any]:
     }
 
 
-def summarize_run(run_dir: Path, studies: list[str], profiles_s: float = 0.0) -> dict[str, Any]:
-    """Collect each study's headline figures into summary.json's payload."""
+def summarize_run(run_dir: Path, studies: list[str], profiles_s: float = 0.0,
+                  missing: dict[str, str] | None = None) -> dict[str, Any]:
+    """Collect each study's headline figures into summary.json's payload.
+
+    `missing` names the studies that did not finish, with why: the run is then incomplete.
+    """
     config = read_json(run_dir / "config.json")
     results = {name: read_json(run_dir / f"{name}.json") for name in studies}
     measured = {name: r["result"] for name, r in results.items()}
@@ -227,7 +317,8 @@ def summarize_run(run_dir: Path, studies: list[str], profiles_s: float = 0.0) ->
     budget = float(settings.get("memory_budget_mb", 2048.0))
     headlines = {name: STUDIES[name].headline(result) for name, result in measured.items()}
     return {
-        "run_id": config["run_id"], "created": config["created"], "complete": True,
+        "run_id": config["run_id"], "created": config["created"], "complete": not missing,
+        "missing": missing or {},
         "model": model, "device": config["device"], "corpus": config["corpus"],
         "workload": settings.get("workload", "bulk"), "memory_budget_mb": budget,
         "studies": headlines,
@@ -247,5 +338,5 @@ def advice(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from profiler.analysis.recommendations import not_recommended, recommend
 
     found = recommend(results.get("optimizations"), results.get("batch_size"))
-    left_out = not_recommended(results["optimizations"]) if "optimizations" in results else []
+    left_out = not_recommended(results.get("optimizations"), results.get("batch_size"))
     return {"recommendations": [r.to_dict() for r in found], "not_recommended": left_out}

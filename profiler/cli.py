@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ def cli() -> None:
 @click.option("--quick", is_flag=True, default=None, help="Fewer repeats: a fast, noisier run.")
 @click.option("--no-scalene", "no_scalene", is_flag=True, help="Run the studies unprofiled.")
 @click.option("--scalene-html", is_flag=True, default=None,
-              help="Also publish Scalene's own HTML viewer per profile (several MB each).")
+              help="Also publish Scalene's raw profiles and HTML viewer (several MB a study).")
 @click.option("--include-host-info", is_flag=True, default=None,
               help="Publish home-directory paths, the user and host names as they are.")
 @click.option("--no-site", is_flag=True, help="Write results and pages but skip mkdocs build.")
@@ -52,17 +54,33 @@ def cli() -> None:
                    "metric, and judge again on the pooled samples.")
 @click.option("--fail-on-regression", is_flag=True,
               help=f"Exit {REGRESSION_EXIT} when a metric REGRESSED (after the site is written).")
+@click.option("--memory-limit-mb", type=float,
+              help="Memory a memory-study batch may take beyond the loaded model; a batch that "
+                   "needs more is recorded as out of memory [default: no limit].")
+@click.option("--resume", is_flag=True,
+              help="Finish the newest incomplete run (data/runs/.incomplete) with its own "
+                   "settings, measuring only the studies it lacks.")
 def build(model: str | None, device: str | None, corpus: str | None, batch_sizes: str | None,
           studies: tuple[str, ...], experiments: tuple[str, ...],
           quality_threshold: float | None, workload: str | None, request_size: str | None,
           token_budget: str | None, memory_budget_mb: float | None,
           trust_remote_code: bool | None, quick: bool | None, no_scalene: bool,
           scalene_html: bool | None, include_host_info: bool | None, no_site: bool,
-          config_file: Path | None, confirm: bool, fail_on_regression: bool) -> None:
+          config_file: Path | None, confirm: bool, fail_on_regression: bool,
+          memory_limit_mb: float | None, resume: bool) -> None:
     """Run every study, store the results in data/, render the pages and build the site."""
-    from profiler.build import Workspace, measure_again, plan_build, run_build
+    from profiler.build import (
+        Workspace,
+        is_complete,
+        measure_again,
+        plan_build,
+        resume_plan,
+        run_build,
+    )
     from profiler.config import load_settings
     from profiler.display import ProgressDisplay
+    from profiler.lock import project_lock
+    from profiler.storage import read_json
     from profiler.tracking import confirm_run, track_run
 
     cli_values: dict[str, Any] = {
@@ -74,18 +92,45 @@ def build(model: str | None, device: str | None, corpus: str | None, batch_sizes
         "workload": workload, "memory_budget_mb": memory_budget_mb,
         "trust_remote_code": trust_remote_code,
         "request_size": parse_int("request size", request_size),
-        "token_budget": parse_int("token budget", token_budget)}
+        "token_budget": parse_int("token budget", token_budget),
+        "memory_limit_mb": memory_limit_mb}
     workspace = Workspace(Path.cwd())
-    plan = plan_build(load_settings(cli_values, workspace.root, config_file), workspace)
-    with ProgressDisplay() as display:
-        run_dir = run_build(plan, workspace, display.on_event)
-        tracked = track_run(workspace.data, run_dir, plan.settings)
-        if confirm:
-            tracked = confirm_run(workspace.data, run_dir, plan.settings, tracked,
-                                  lambda folder, names: measure_again(folder, names,
-                                                                      display.on_event))
-    _publish(workspace.root, run_dir, build_site=not no_site, console=display.console)
+    workspace.check()
+    if resume and (config_file or any(v not in (None, False) for v in cli_values.values())):
+        raise ProfilerError("--resume finishes the incomplete run with the settings it started "
+                            "with: give no other settings")
+    # checked before the progress display starts: a bad input is one line on stderr, no more
+    planned = None if resume else plan_build(load_settings(cli_values, workspace.root,
+                                                           config_file), workspace)
+    with project_lock(workspace.root, "profiler build") as note:
+        if note:
+            click.echo(f"note: {note}", err=True)
+        plan, staging = resume_plan(workspace) if planned is None else (planned, None)
+        with ProgressDisplay() as display:
+            run_dir = run_build(plan, workspace, display.on_event, staging)
+            if not is_complete(run_dir):
+                if read_json(run_dir / "summary.json")["studies"]:  # a site of what finished
+                    _publish(workspace.root, run_dir, build_site=not no_site,
+                             console=display.console)
+                raise ProfilerError(incomplete_message(run_dir))
+            tracked = track_run(workspace.data, run_dir, plan.settings)
+            if confirm:
+                tracked = confirm_run(workspace.data, run_dir, plan.settings, tracked,
+                                      lambda folder, names: measure_again(folder, names,
+                                                                          display.on_event))
+            _publish(workspace.root, run_dir, build_site=not no_site, console=display.console)
     _verdict(tracked, display.console, fail_on_regression)
+
+
+def incomplete_message(run_dir: Path) -> str:
+    """One line: which studies did not finish, where the run is kept, how to finish it."""
+    from profiler.storage import read_json
+
+    summary = read_json(run_dir / "summary.json")
+    missing = summary["missing"]
+    shown = ("the site shows the studies that did, and " if summary["studies"] else "")
+    return (f"{', '.join(missing)} did not finish ({next(iter(missing.values()))}); {shown}the "
+            f"run is kept in {run_dir}: `profiler build --resume` measures only what is missing")
 
 
 @cli.command()
@@ -126,7 +171,8 @@ def baseline_set(run_id: str | None) -> None:
     """Pin RUN [latest] from the history as the baseline."""
     from profiler.tracking import pin_baseline
 
-    click.echo(pin_baseline(Path.cwd() / "data", run_id))
+    with locked(Path.cwd(), "profiler baseline set"):
+        click.echo(pin_baseline(Path.cwd() / "data", run_id))
 
 
 @baseline.command("show")
@@ -143,17 +189,19 @@ def restore(url: str) -> None:
     """Fetch the history (and baseline) the site published at URL into data/."""
     from profiler.publish import restore as restore_history
 
-    click.echo(restore_history(url, Path.cwd() / "data"), err=True)
+    with locked(Path.cwd(), "profiler restore"):
+        click.echo(restore_history(url, Path.cwd() / "data"), err=True)
 
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True,
-                type=click.Path(path_type=Path, file_okay=False))
+                type=click.Path(path_type=Path, file_okay=False, exists=True))
 def merge(run_dirs: tuple[Path, ...]) -> None:
     """Bring complete run folders (from other machines or models) into data/ and the history."""
     from profiler.publish import merge as merge_runs
 
-    added = merge_runs(list(run_dirs), Path.cwd() / "data")
+    with locked(Path.cwd(), "profiler merge"):
+        added = merge_runs(list(run_dirs), Path.cwd() / "data")
     click.echo(f"merged {len(added)} run(s)" + (f": {', '.join(added)}" if added else
                                                  " (all were already in data/runs)"), err=True)
 
@@ -164,6 +212,17 @@ def deploy() -> None:
     from profiler.publish import deploy as deploy_site
 
     click.echo(deploy_site(Path.cwd()), err=True)
+
+
+@contextmanager
+def locked(root: Path, command: str) -> Iterator[None]:
+    """Hold the project's lock for a command that writes; say so if it was taken over."""
+    from profiler.lock import project_lock
+
+    with project_lock(root, command) as note:
+        if note:
+            click.echo(f"note: {note}", err=True)
+        yield
 
 
 def _quiet(event: dict[str, Any]) -> None:
@@ -186,7 +245,8 @@ def render(run_id: str | None, no_site: bool) -> None:
     from profiler.report.render import find_run
 
     root = Path.cwd()
-    _publish(root, find_run(root / "data", run_id), build_site=not no_site, console=None)
+    with locked(root, "profiler render"):
+        _publish(root, find_run(root / "data", run_id), build_site=not no_site, console=None)
 
 
 def _publish(root: Path, run_dir: Path, build_site: bool, console: Any) -> None:
@@ -237,8 +297,10 @@ def main() -> None:
     except click.UsageError as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("error: interrupted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("error: interrupted; finished studies are kept in data/runs/.incomplete "
+                   "(`profiler build --resume` goes on from there), earlier runs untouched",
+                   err=True)
         sys.exit(130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

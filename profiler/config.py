@@ -78,11 +78,14 @@ class Settings:
     request_size: int | None = None  # texts per request; None: the whole corpus (>= 1,000)
     token_budget: int | None = None  # padded tokens per batch; None: batch size x mean tokens
     memory_budget_mb: float = 2048.0
+    memory_limit_mb: float | None = None  # per memory-study batch, beyond the loaded model
     trust_remote_code: bool = False
     include_host_info: bool = False  # publish home paths, user and host names unshortened
     targets: dict[str, float] = field(default_factory=dict)  # service targets over the defaults
     history_cap: int = 200  # runs data/history.json keeps; older ones thinned to one a week
     margins: dict[str, float] = field(default_factory=dict)  # metric (or "default") -> margin
+    max_cv: float = 0.10  # a configuration whose samples spread more is too noisy to claim on
+    min_samples: int = 2  # ... or that has fewer; --quick times 2 passes per configuration
     timing: Timing = field(default_factory=Timing)
 
     def __post_init__(self) -> None:
@@ -112,11 +115,18 @@ class Settings:
         if not _is_number(self.memory_budget_mb) or self.memory_budget_mb <= 0:
             raise ProfilerError(f"memory_budget_mb must be a number > 0, got "
                                 f"{self.memory_budget_mb!r}")
+        if self.memory_limit_mb is not None and (not _is_number(self.memory_limit_mb)
+                                                 or self.memory_limit_mb <= 0):
+            raise ProfilerError(f"memory_limit_mb must be a number > 0, got "
+                                f"{self.memory_limit_mb!r}")
         for name in ("trust_remote_code", "scalene_html", "include_host_info"):
             if not isinstance(getattr(self, name), bool):
                 raise ProfilerError(f"{name} must be true or false, got "
                                     f"{getattr(self, name)!r}")
         _require_int("history_cap", self.history_cap, minimum=2)
+        _require_int("min_samples", self.min_samples, minimum=2)  # a CV needs two samples
+        if not _is_number(self.max_cv) or self.max_cv <= 0:
+            raise ProfilerError(f"max_cv must be a number > 0, got {self.max_cv!r}")
         _check_margins(self.margins)
         _check_targets(self.targets)
         if not _is_number(self.quality_threshold) or not 0 < self.quality_threshold <= 1:
@@ -239,7 +249,7 @@ def _require_int(name: str, value: Any, minimum: int) -> None:
 def _reject_unknown(data: dict[str, Any], known: set[str], prefix: str = "") -> None:
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ProfilerError(f"unknown setting {prefix}{unknown[0]!r}")
+        raise ProfilerError(f"unknown setting {prefix + unknown[0]!r}")  # 'timing.repeats'
 
 
 def _check_studies(studies: tuple[str, ...]) -> None:

@@ -46,6 +46,10 @@ class ProgressDisplay:
             self.progress.update(self.task, detail=f"repeat {event['count']}: {event['value']}")
         elif kind == "done":
             self._finish(str(event.get("summary", "")))
+        elif kind == "failed":
+            self._finish("[red]stopped[/red]")
+            self.console.print(f"  [red]{escape(', '.join(event['studies']))} did not finish: "
+                               f"{escape(event['reason'])}[/red]", soft_wrap=True)
 
     def _finish(self, summary: str) -> None:
         if self.task is None:
@@ -57,7 +61,10 @@ class ProgressDisplay:
 
 def print_summary(console: Console, summary: dict[str, Any], site: Path | None) -> None:
     """Print the headline figures, where the results are and where the site is."""
-    table = Table(title=f"Run {summary['run_id']} on {summary['device']}", show_header=False)
+    title = f"Run {summary['run_id']} on {summary['device']}"
+    if not summary.get("complete", True):
+        title += f" (incomplete: {', '.join(summary['missing'])} did not finish)"
+    table = Table(title=escape(title), show_header=False)
     batch = summary["studies"].get("batch_size")
     if batch and batch.get("recommended_batch_size"):
         workload = batch["workload"]
@@ -108,6 +115,10 @@ def print_comparisons(console: Console, tracked: Any) -> None:
                           f"{row['change']:+.1%} ({row['low']:+.1%} to {row['high']:+.1%})",
                           f"[{STATE_STYLES[row['state']]}]{row['state']}[/]")
         console.print(table)
+        for row in comparison.rows:
+            if row.get("unreliable"):
+                console.print(f"  [yellow]{escape(row['title'])}:[/yellow] {escape(row['reason'])}",
+                              soft_wrap=True)
         if comparison.calibration:
             console.print(f"  machine calibration (fp32 matmul): "
                           f"{comparison.calibration['change']:+.1%} between the runs")

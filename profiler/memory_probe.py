@@ -1,7 +1,9 @@
 """Measure one batch size's memory in a fresh process: `python -m profiler.memory_probe`.
 
-Reads a JSON request on stdin ({"model_path", "device", "batch_size", "texts"}) and prints
-one JSON line: RSS at start, after imports, after the model loads, and the peak while encoding.
+Reads a JSON request on stdin ({"model_path", "device", "batch_size", "texts", and optionally
+"limit_mb"}) and prints one JSON line: RSS at start, after imports, after the model loads, and
+the peak while encoding. With `limit_mb`, the process may take that much address space beyond
+the loaded model; an encode that needs more prints {"batch_size", "out_of_memory": reason}.
 """
 
 from __future__ import annotations
@@ -37,14 +39,44 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
     loaded = rss_mb()
     size, texts = request["batch_size"], request["texts"]
     cuda_reset_peak(request["device"])
-    with PeakRss(hz=200) as sampler:
-        model.encode(texts, batch_size=size, show_progress_bar=False, convert_to_numpy=True)
+    if request.get("limit_mb") is not None:  # threads and their arenas exist before the cap
+        model.encode(texts[:1], batch_size=1, show_progress_bar=False)
+        limit_address_space(request["limit_mb"])
+    try:
+        with PeakRss(hz=200) as sampler:
+            model.encode(texts, batch_size=size, show_progress_bar=False, convert_to_numpy=True)
+    except (MemoryError, RuntimeError) as exc:  # torch's CPU and CUDA allocators raise these
+        if not isinstance(exc, MemoryError) and not is_out_of_memory(exc):
+            raise
+        return {"batch_size": size, "out_of_memory": _first_line(exc)}
     return {"batch_size": size, "texts": len(texts), "rss_start_mb": START_MB,
             "rss_before_load_mb": imported, "rss_after_load_mb": loaded,
             "peak_rss_mb": sampler.peak_mb, "peak_increase_mb": sampler.peak_mb - loaded,
             "ru_maxrss_mb": max_rss_mb(), "samples": sampler.samples,
             "sample_rate_hz": sampler.rate_hz, "encode_s": sampler.seconds,
             "cuda_memory_mb": cuda_peaks_mb(request["device"])}
+
+
+def limit_address_space(limit_mb: float) -> None:
+    """Let this process map at most `limit_mb` more than it has now (RLIMIT_AS, Linux)."""
+    import resource
+
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        mapped = int(statm.read().split()[0]) * resource.getpagesize()
+    cap = mapped + int(limit_mb * 2**20)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an allocator's error says it ran out of memory (CPU or CUDA)."""
+    message = str(exc).lower()
+    return "out of memory" in message or "can't allocate memory" in message \
+        or type(exc).__name__ == "OutOfMemoryError"
+
+
+def _first_line(exc: BaseException) -> str:
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return line[:200]
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ WORKER = Path(__file__).with_name("worker.py")
 # stays out of the attribution.
 PROFILED = ("sentence_transformers", "transformers", "tokenizers", "torch")
 
+NO_OUTPUT = "no output"
 EventHandler = Callable[[dict[str, Any]], None]
 
 
@@ -65,6 +68,8 @@ def run_study(run_dir: Path, studies: list[str], use_scalene: bool,
     outfile.parent.mkdir(parents=True, exist_ok=True)
     try:
         _run(scalene_command(run_dir, studies, outfile), log, on_event)
+    except StudyKilled:
+        raise  # the process was killed, not Scalene's doing: running it again would not help
     except RuntimeError as exc:
         _run(plain, log, on_event)
         return ScaleneOutcome("failed", f"Scalene failed ({exc}); the study ran unprofiled")
@@ -73,29 +78,66 @@ def run_study(run_dir: Path, studies: list[str], use_scalene: bool,
     return ScaleneOutcome("profiled", profile=str(outfile.relative_to(run_dir)))
 
 
+class StudyKilled(RuntimeError):
+    """The study process was ended by a signal: killed (out of memory?) or crashed."""
+
+
 def _run(command: list[str], log: Path, on_event: EventHandler) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a", encoding="utf-8") as sink:
         sink.write("$ " + " ".join(command) + "\n")
         sink.flush()
+        # its own session: a Ctrl-C at the terminal reaches only this process, which then
+        # ends the study's whole process group (Scalene, the worker, its probes) itself
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=sink, text=True,
-                                   bufsize=1, env={**os.environ, PLAIN_PYTHON: sys.executable})
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith(EVENT_PREFIX):
-                on_event(json.loads(line[len(EVENT_PREFIX):]))
-            else:
-                sink.write(line)
-        code = process.wait()
+                                   bufsize=1, env={**os.environ, PLAIN_PYTHON: sys.executable},
+                                   start_new_session=True)
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if line.startswith(EVENT_PREFIX):
+                    on_event(json.loads(line[len(EVENT_PREFIX):]))
+                else:
+                    sink.write(line)
+            code = process.wait()
+        finally:
+            end_group(process)
+    said = last_error(log)
+    if code < 0:
+        raise StudyKilled(died_of(-code) + (f": {said}" if said != NO_OUTPUT else ""))
     if code != 0:
-        raise RuntimeError(f"exit code {code}: {last_error(log)}")
+        raise RuntimeError(f"exit code {code}: {said}")
+
+
+def end_group(process: subprocess.Popen[str], grace_s: float = 1.0) -> None:
+    """End every process of `process`'s group: politely, then for sure after `grace_s`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return  # the group is gone
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig == signal.SIGTERM:  # the leader is gone; its children may linger a moment
+            time.sleep(0.05)
+
+
+def died_of(number: int) -> str:
+    """Say how a signal ended a study process."""
+    name = signal.Signals(number).name if number in signal.valid_signals() else f"signal {number}"
+    if number == signal.SIGKILL:
+        return f"killed by {name}: out of memory, or stopped from outside"
+    return f"ended by {name}" + (" (a crash in native code)" if number in (
+        signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGABRT, signal.SIGFPE) else "")
 
 
 def last_error(log: Path) -> str:
     """Return the last non-empty line of a log: usually the exception that ended the process."""
     lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace")
-             .splitlines() if line.strip()]
-    return lines[-1][:200] if lines else "no output"
+             .splitlines() if line.strip() and not line.startswith("$ ")]
+    return lines[-1][:200] if lines else NO_OUTPUT
 
 
 def finish_profile(staging: Path, outcome: dict[str, Any],

@@ -7,12 +7,26 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from profiler.errors import ProfilerError
 
-SCHEMA_VERSION = 2  # 2: results name their workload (bulk, stream, query)
+# 2: results name their workload (bulk, stream, query)
+# 3: a run's summary says whether it is complete and which studies are missing, and why
+SCHEMA_VERSION = 3
+OLDEST_READABLE = 2  # version 1 measured other workloads: nothing to migrate it to
+
+
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    if "studies" in data and "run_id" in data and "bottlenecks" in data:  # a run's summary
+        data.setdefault("complete", True)
+        data.setdefault("missing", {})
+    return data
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {2: _v2_to_v3}
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -22,19 +36,38 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write text to a temporary file beside `path`, fsync it, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Write text to a temporary file beside `path`, fsync it, then rename over `path`.
+
+    A failed write (a full disk, no permission) leaves `path` as it was and raises
+    ProfilerError naming it.
+    """
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are for everyone to read
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        _discard(tmp)
+        raise write_error(path, exc) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _discard(tmp)
         raise
+
+
+def write_error(path: Path, exc: OSError) -> ProfilerError:
+    """The one-line error for a file that could not be written."""
+    return ProfilerError(f"could not write {path}: {exc.strerror or exc}; what was there before "
+                         "is unchanged")
+
+
+def _discard(tmp: str | None) -> None:
+    if tmp is not None:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _umask() -> int:
@@ -54,18 +87,42 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ProfilerError(f"{path} is not a JSON object")
     version = data.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version > SCHEMA_VERSION:
         raise ProfilerError(f"{path} has schema_version {version!r}; this profiler reads up to "
                             f"{SCHEMA_VERSION}")
+    if version < OLDEST_READABLE:
+        raise ProfilerError(f"{path} has schema_version {version}, from before workloads were "
+                            "measured; rebuild it with `profiler build`")
+    return migrate(data)
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring data of an older schema_version up to this one, a version at a time (in memory)."""
+    while data["schema_version"] < SCHEMA_VERSION:
+        data = {**MIGRATIONS[data["schema_version"]](data),
+                "schema_version": data["schema_version"] + 1}
+    return data
+
+
+def require(path: Path, data: dict[str, Any], *fields: str) -> dict[str, Any]:
+    """Return `data`, or raise ProfilerError naming `path` and the first field it lacks."""
+    for name in fields:
+        if name not in data:
+            raise ProfilerError(f"{path} has no {name!r} field: the file is damaged or was "
+                                "edited by hand")
     return data
 
 
 def gzip_file(source: Path, target: Path) -> None:
     """Compress `source` into `target` atomically."""
     tmp = target.with_name(f".{target.name}.tmp")
-    with source.open("rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
-        shutil.copyfileobj(src, dst)
-    os.replace(tmp, target)
+    try:
+        with source.open("rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(target, exc) from None
 
 
 def point_latest(data_dir: Path, run_dir: Path) -> None:

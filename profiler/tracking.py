@@ -31,6 +31,7 @@ from profiler.analysis.verdicts import statistic
 from profiler.config import Settings
 from profiler.errors import ProfilerError
 from profiler.measure.metrics import Metric, bounded
+from profiler.measure.validity import rechecked
 from profiler.storage import read_json, write_json
 from profiler.studies import STUDIES
 
@@ -178,6 +179,8 @@ def pooled(record: dict[str, Any], extra: list[Metric]) -> dict[str, Any]:
     for m in record["metrics"]:
         samples = list(m["samples"]) + list(more.get(m["name"], ()))
         metrics.append({**m, "samples": list(bounded(samples))})
+        if m.get("validity"):  # more samples may settle (or not) what was too noisy or too few
+            metrics[-1]["validity"] = rechecked(m["validity"], samples)
     return {**record, "metrics": metrics, "confirmed": sorted(more)}
 
 

@@ -33,8 +33,12 @@ def served_site(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
     project = configure_tiny(copy_project(tmp_path_factory.mktemp("site")), vega_bundle)
     model = project / "models" / INJECTED  # a model folder whose name is markup
     shutil.copytree(tiny_model, model)
-    done = run_profiler("build", "--model", str(model), "--no-scalene", "--study", "batch_size",
-                        cwd=project)
+    corpus = project / f"corpus {INJECTED}.txt"  # and a corpus whose name and texts are markup
+    texts = (project / "data" / "corpus.txt").read_text(encoding="utf-8").splitlines()[:40]
+    corpus.write_text("\n".join([*texts, "<script>alert(3)</script>", INJECTED]) + "\n",
+                      encoding="utf-8")
+    done = run_profiler("build", "--model", str(model), "--corpus", str(corpus), "--no-scalene",
+                        "--study", "batch_size", cwd=project)
     assert done.returncode == 0, done.stderr
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(project / "site"))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -113,6 +117,13 @@ def test_markup_in_a_model_name_is_shown_as_text(browser: object, served_site: s
     if page in ("", "report/matrix/"):  # the pages that name the model show it as it is
         body = driver.execute_script("return document.body.innerText")  # type: ignore[attr-defined]
         assert "<img src=x onerror=alert(1)> | [link](javascript:alert(2)) *bold*" in body
+    if page == "":
+        assert f"corpus {INJECTED}.txt" in body  # the corpus's name, as it is
+        assert driver.execute_script(  # type: ignore[attr-defined]
+            "return document.querySelectorAll('script:not([src])').length") == \
+            driver.execute_script(  # type: ignore[attr-defined]
+                "return Array.from(document.querySelectorAll('script:not([src])'))"
+                ".filter(s => !s.textContent.includes('alert')).length")
 
 
 CHART_STATE = ("return Array.from(document.querySelectorAll('.vega-chart')).map(el => ["

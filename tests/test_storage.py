@@ -68,7 +68,8 @@ def test_failed_replace_keeps_the_previous_file(tmp_path: Path,
         raise OSError("disk on fire")
 
     monkeypatch.setattr(storage.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk on fire"):
+    with pytest.raises(ProfilerError, match=f"could not write {path}: disk on fire; what was "
+                                            "there before is unchanged"):
         write_json(path, {"version": "new"})
     monkeypatch.undo()
     assert path.read_bytes() == before

@@ -234,7 +234,8 @@ def test_reasons_name_the_interval_and_the_margin() -> None:
                       lognormal(rng, 10, 0.3))])
     assert wide.state == "INCONCLUSIVE" and wide.reason.endswith("straddles the 5% margin")
     assert set(verdict.to_dict()) == {"name", "state", "change", "low", "high", "level",
-                                      "margin", "p_value", "discovery", "reason"}
+                                      "margin", "p_value", "discovery", "reason",
+                                      "unreliable"}
 
 
 def test_same_seed_same_verdicts() -> None:

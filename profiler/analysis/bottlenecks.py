@@ -2,8 +2,10 @@
 
 A bottleneck names a change and its impact is the measured share of the workload's time that
 change removed: 1 − 1/speedup, with the 95% interval of that share. Only savings whose whole
-interval lies above zero are ranked. Facts no change removes (the forward pass's share, memory
-growing with batch size, the cost of long synthetic texts) are listed as context instead.
+interval lies above zero are ranked, and only when neither timing behind it is unreliable (too
+noisy or too few samples: profiler/measure/validity.py). Facts no change removes (the forward
+pass's share, memory growing with batch size, the cost of long synthetic texts) are listed as
+context instead.
 Severity comes from the impact: high at 30% or more, medium at 10% or more, low below. Memory
 over its budget and a leak are always high. The methodology page states the same rules.
 """
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from profiler.measure.stats import speedup_interval
+from profiler.measure.validity import unreliable
 
 SEVERITY = (("high", 30.0), ("medium", 10.0), ("low", 0.0))
 ORDER = {name: rank for rank, (name, _) in enumerate(SEVERITY)}
@@ -79,6 +82,11 @@ def _found(title: str, study: str, speedup: tuple[float, Any], change: str, evid
                       severity_of(impact), change, evidence, workload)
 
 
+def _reliable(*figures: Result | None) -> bool:
+    """Whether every figure's samples can carry a claim (figures without a check can)."""
+    return all(unreliable(f) is None for f in figures)
+
+
 def _points(result: Result, workload: str) -> dict[int, Result]:
     return {p["batch_size"]: p for p in result["points"] if p["workload"] == workload}
 
@@ -91,8 +99,10 @@ def padding(result: Result) -> Bottleneck | None:
     stream, bulk = _points(result, "stream")[size], _points(result, "bulk")[size]
     if stream["padding"]["real_share"] > bulk["padding"]["real_share"] - PADDING_MARGIN:
         return None  # both pad alike: a gap between them is not padding's
+    if not _reliable(stream, bulk):
+        return None
     remedies = [r for r in result.get("remedies", []) if r["name"] != "stream"
-                and r["speedup_ci95"] and r["speedup_ci95"][0] > 1]
+                and r["speedup_ci95"] and r["speedup_ci95"][0] > 1 and _reliable(r)]
     change = (f"{max(remedies, key=lambda r: r['speedup'])['title']} (see Recommendations)"
               if remedies else "sort texts by length before batching them")
     evidence = (f"batch {size}: the stream's batches are {_pct(stream['padding']['real_share'])} "
@@ -111,7 +121,7 @@ def batch_size_choice(result: Result) -> Bottleneck | None:
         return None
     points, default = _points(result, workload), result["default_batch_size"]
     best = result["choices"][workload]["recommended_batch_size"]
-    if best == default or default not in points:
+    if best == default or default not in points or not _reliable(points[default], points[best]):
         return None
     return _found(f"Batch size {default} (sentence-transformers' default)", "batch_size",
                   speedup_of(points[default]["throughput_texts_per_s"]["samples"],
@@ -128,8 +138,9 @@ def experiment_family(title: str, names: tuple[str, ...] | Callable[[str], bool]
         base = _experiment(result, "fp32")
         picked = [e for e in result["experiments"] if e["status"] == "measured"
                   and (names(e["name"]) if callable(names) else e["name"] in names)
-                  and e["speedup_ci95"] and e["speedup_ci95"][0] > 1]  # beyond the noise
-        if base is None or base["status"] != "measured" or not picked:
+                  and e["speedup_ci95"] and e["speedup_ci95"][0] > 1  # beyond the noise
+                  and _reliable(e)]
+        if base is None or base["status"] != "measured" or not picked or not _reliable(base):
             return None
         best = max(picked, key=lambda e: e["speedup"])
         quality = best["quality"]["cosine_mean"] if best["quality"] else None

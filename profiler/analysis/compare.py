@@ -19,6 +19,7 @@ import numpy as np
 from profiler.analysis.history import fingerprint, incomparable
 from profiler.analysis.verdicts import DEFAULT_MARGIN, FDR_Q, Sampled, judge, statistic
 from profiler.measure.metrics import Metric
+from profiler.measure.validity import reason_of
 
 NOISE_RUNS = 10  # the newest comparable runs whose spread estimates run-to-run noise
 MIN_NOISE_RUNS = 4
@@ -93,7 +94,7 @@ def _shared_metrics(before: dict[str, Any],
 def _sampled(m: Metric, margins: dict[str, float], noise: float) -> Sampled:
     return Sampled(m.name, m.direction, m.samples, quantile=m.quantile,
                    margin=margins.get(m.name, margins.get("default", DEFAULT_MARGIN)),
-                   noise=noise, calibrated=m.calibrated)
+                   noise=noise, calibrated=m.calibrated, unreliable=reason_of(m.validity))
 
 
 def _side_by_side(a: Metric, b: Metric) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Turn measured optimizations into ranked recommendations, each with its gain, cost and snippet.
 
 A change is recommended only when it was measured and its gain is outside the noise: the low end
-of the speedup's 95% bootstrap interval is above 1. It is lossless when its mean cosine to the
-baseline's embeddings reaches the study's quality threshold (a missing quality counts as lossy).
+of the speedup's 95% bootstrap interval is above 1, and neither its timing nor its reference's is
+unreliable (too noisy or too few samples: profiler/measure/validity.py). It is lossless when its
+mean cosine to the baseline's embeddings reaches the study's quality threshold (a missing quality
+counts as lossy).
 Priority (see priority_of): quick win = lossless and one line; medium term = lossless with a few
 lines or an export step, or lossy with one line; long term = everything else (a compile step, a
 lossy export). Recommendations rank by priority, then by gain.
@@ -14,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from profiler.measure.stats import speedup_interval
+from profiler.measure.validity import unreliable
 
 Result = dict[str, Any]
 
@@ -62,25 +65,38 @@ def recommend(optimizations: Result | None, batch_size: Result | None = None
     workload = (batch_size or optimizations or {}).get("workload")
     if optimizations is not None and optimizations.get("workload") == workload:
         found += [_from_experiment(e, optimizations) for e in _measured(optimizations)
-                  if _rejection(e) is None]
+                  if _rejection(e, optimizations) is None]
     if batch_size is not None:
-        found += [r for r in (batch_size_recommendation(batch_size),) if r is not None]
-        found += remedy_recommendations(batch_size)
+        found += [r for r, why in batch_advice(batch_size) if why is None]
     return sorted(found, key=lambda r: (ORDER[r.priority], -r.gain_pct))
 
 
-def batch_size_recommendation(result: Result) -> Recommendation | None:
-    """Recommend the chosen workload's batch size when it beats the default 32 beyond noise."""
+def batch_advice(result: Result) -> list[tuple[Recommendation, str | None]]:
+    """Batch-size and padding advice beyond the noise, each with why its timing is not trusted."""
+    found = [a for a in (batch_size_recommendation(result),) if a is not None]
+    return found + remedy_recommendations(result)
+
+
+def distrusted(speedup: float, own: Result, reference: Result, name: str) -> str | None:
+    """Why a gain cannot be trusted: its own samples, or its reference's, are unreliable."""
+    if (why := unreliable(own)) is not None:
+        return f"unreliable timing: {why} (measured {speedup:.2f}×)"
+    if (why := unreliable(reference)) is not None:
+        return f"unreliable timing of {name}, the reference: {why} (measured {speedup:.2f}×)"
+    return None
+
+
+def batch_size_recommendation(result: Result) -> tuple[Recommendation, str | None] | None:
+    """Advise the chosen workload's batch size when it beats the default 32 beyond noise."""
     workload = result["workload"]
     if workload not in result.get("choices", {}):  # single queries have no batch size
         return None
     size = result["choices"][workload]["recommended_batch_size"]
-    points = {p["batch_size"]: p["throughput_texts_per_s"] for p in result["points"]
-              if p["workload"] == workload}
+    rows = {p["batch_size"]: p for p in result["points"] if p["workload"] == workload}
     reference = result.get("default_batch_size", DEFAULT_BATCH_SIZE)
-    if size == reference or not {size, reference} <= points.keys():
+    if size == reference or not {size, reference} <= rows.keys():
         return None
-    default, best = points[reference], points[size]
+    default, best = rows[reference]["throughput_texts_per_s"], rows[size]["throughput_texts_per_s"]
     speedup = best["median"] / default["median"]
     low, high = speedup_interval(default["samples"], best["samples"])
     if speedup <= 1 or low <= 1:
@@ -88,18 +104,20 @@ def batch_size_recommendation(result: Result) -> Recommendation | None:
     why = (f"{workload}: {best['median']:,.1f} texts/s at batch {size} against "
            f"{default['median']:,.1f} at the default batch {reference}: {speedup:.2f}× "
            f"(95% interval {low:.2f}–{high:.2f})")
-    return Recommendation(f"Encode in batches of {size}", "batch_size", why, _gain_pct(speedup),
-                          (_gain_pct(low), _gain_pct(high)),
-                          "none expected: same weights, only the padding per batch changes",
-                          True, "one line", "quick win",
-                          f"model.encode(texts, batch_size={size})")
+    return (Recommendation(f"Encode in batches of {size}", "batch_size", why, _gain_pct(speedup),
+                           (_gain_pct(low), _gain_pct(high)),
+                           "none expected: same weights, only the padding per batch changes",
+                           True, "one line", "quick win",
+                           f"model.encode(texts, batch_size={size})"),
+            distrusted(speedup, rows[size], rows[reference], f"batch {reference}"))
 
 
-def remedy_recommendations(result: Result) -> list[Recommendation]:
+def remedy_recommendations(result: Result) -> list[tuple[Recommendation, str | None]]:
     """For a stream: each padding remedy that beat the plain stream beyond the noise."""
     if result["workload"] != "stream":
         return []
     found = []
+    stream = next((r for r in result.get("remedies", []) if r["name"] == "stream"), None)
     for row in result.get("remedies", []):
         if row["name"] == "stream" or not row["speedup_ci95"] or row["speedup_ci95"][0] <= 1:
             continue
@@ -109,13 +127,14 @@ def remedy_recommendations(result: Result) -> list[Recommendation]:
                f"{_stream_median(result):,.1f} in arrival order: {row['speedup']:.2f}× "
                f"(95% interval {low:.2f}–{high:.2f}); p95 latency per text "
                f"{row['added_latency_ms_p95']:+,.0f} ms once its window is full")
-        found.append(Recommendation(
+        found.append((Recommendation(
             row["title"].capitalize(), row["name"], why, _gain_pct(row["speedup"]),
             (_gain_pct(low), _gain_pct(high)),
             "none expected: the same texts and weights, only which texts share a batch changes",
             True, "a few lines", "medium term", REMEDY_SNIPPETS[row["name"].rstrip("0123456789_")]
             .format(size=row["batch_size"], window=row["window_batches"],
-                    budget=row["token_budget"])))
+                    budget=row["token_budget"])),
+            distrusted(row["speedup"], row, stream or {}, "the plain stream")))
     return found
 
 
@@ -149,7 +168,7 @@ def best_configuration(optimizations: Result) -> dict[str, Any] | None:
     """
     threshold = optimizations["quality_threshold"]
     candidates = [e for e in _measured(optimizations)
-                  if _rejection(e) is None and _lossless(e, threshold)]
+                  if _rejection(e, optimizations) is None and _lossless(e, threshold)]
     base = _row(optimizations, optimizations["baseline"])
     plain = _plain_row(optimizations)
     if plain is None or base is None or base["status"] != "measured":
@@ -159,13 +178,14 @@ def best_configuration(optimizations: Result) -> dict[str, Any] | None:
     ratio = _median(best) / _median(plain)
     low, high = speedup_interval(plain["throughput_texts_per_s"]["samples"],
                                  best["throughput_texts_per_s"]["samples"])
+    doubt = distrusted(ratio, best, plain, "plain fp32 model.encode") if best is not plain else None
     return {"name": best["name"], "title": best["title"], "workload": best["workload"],
             "batch_size": best["batch_size"], "throughput_texts_per_s": _median(best),
             "speedup": best["speedup"], "speedup_ci95": best["speedup_ci95"],
             "plain_texts_per_s": _median(plain), "plain_batch_size": plain["batch_size"],
             "speedup_vs_plain": ratio, "speedup_vs_plain_ci95": [low, high],
-            "beats_plain": low > 1, "cosine_mean": best["quality"]["cosine_mean"],
-            "snippet": best["snippet"]}
+            "beats_plain": low > 1 and doubt is None, "unreliable": doubt,
+            "cosine_mean": best["quality"]["cosine_mean"], "snippet": best["snippet"]}
 
 
 def _row(optimizations: Result, name: str) -> Result | None:
@@ -185,11 +205,20 @@ def _plain_row(optimizations: Result) -> Result | None:
     return None
 
 
-def not_recommended(optimizations: Result) -> list[dict[str, Any]]:
-    """List each measured change left out, with the reason, in the study's order."""
-    return [{"name": e["name"], "title": e["title"], "speedup": e["speedup"],
+def not_recommended(optimizations: Result | None, batch_size: Result | None = None
+                    ) -> list[dict[str, Any]]:
+    """List each measured change left out, with the reason, in the study's order.
+
+    With the batch-size study: also its batch-size and padding advice whose gain cleared the
+    noise but whose timing (or its reference's) is unreliable.
+    """
+    experiments = optimizations or {"experiments": [], "baseline": "fp32"}
+    left = [{"name": e["name"], "title": e["title"], "speedup": e["speedup"],
              "speedup_ci95": e["speedup_ci95"], "reason": reason}
-            for e in _measured(optimizations) if (reason := _rejection(e)) is not None]
+            for e in _measured(experiments) if (reason := _rejection(e, experiments)) is not None]
+    return left + [{"name": r.experiment, "title": r.title, "speedup": 1 + r.gain_pct / 100,
+                    "speedup_ci95": [1 + x / 100 for x in r.gain_ci95_pct], "reason": why}
+                   for r, why in (batch_advice(batch_size) if batch_size else []) if why]
 
 
 def _measured(optimizations: Result) -> list[Result]:
@@ -198,11 +227,14 @@ def _measured(optimizations: Result) -> list[Result]:
             if e["status"] == "measured" and e["family"] != optimizations["baseline"]]
 
 
-def _rejection(experiment: Result) -> str | None:
+def _rejection(experiment: Result, optimizations: Result) -> str | None:
     """Return why a measured change is not recommended, or None if its gain clears the noise."""
     speedup, interval = experiment["speedup"], experiment["speedup_ci95"]
     if speedup is None:
         return "no speedup measured"
+    base = _row(optimizations, optimizations["baseline"]) or {}
+    if (doubt := distrusted(speedup, experiment, base, f"the {base.get('name')} baseline")):
+        return doubt
     if speedup <= 1:
         return f"{'slower' if speedup < 1 else 'no faster'}: {speedup:.2f}×"
     if interval is None:

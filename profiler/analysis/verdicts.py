@@ -37,6 +37,9 @@ are judged together so that the many comparisons do not add up to false alarms. 
    margin, a verdict on a speed metric that moved the same way as the machine (REGRESSED on a
    slower machine, IMPROVED on a faster one) becomes INCONCLUSIVE: a slower runner and a slower
    model cannot be told apart. Metrics not marked as calibrated (memory) keep their verdict.
+7. Unreliable samples. A metric whose samples in either run were marked unreliable where they
+   were measured (too noisy: CV above the threshold, or too few; profiler/measure/validity.py)
+   is never IMPROVED or REGRESSED on its own: such a verdict becomes INCONCLUSIVE, with why.
 
 A pair's name, direction and quantile must agree; its margin and calibration flag are B's.
 """
@@ -45,7 +48,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -71,6 +74,7 @@ class Sampled:
     margin: float = DEFAULT_MARGIN
     noise: float = 0.0
     calibrated: bool = True  # tracks the machine's speed (time, throughput); memory does not
+    unreliable: str | None = None  # why these samples cannot carry a verdict on their own
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -98,6 +102,7 @@ class Verdict:
     p_value: float
     discovery: bool
     reason: str
+    unreliable: str | None = None  # whose samples were unreliable, and why
 
     def to_dict(self) -> dict[str, Any]:
         """Return the verdict as plain data; undefined numbers become None."""
@@ -278,6 +283,18 @@ def blame_machine(verdict: Verdict, new: Sampled,
     return Verdict(**{**asdict(verdict), "state": "INCONCLUSIVE", "reason": reason})
 
 
+def distrust(verdict: Verdict, old: Sampled, new: Sampled) -> Verdict:
+    """Turn IMPROVED or REGRESSED into INCONCLUSIVE when either run's samples are unreliable."""
+    found = [f"{run}: {why}" for run, why in (("before", old.unreliable),
+                                                ("after", new.unreliable)) if why]
+    if not found or verdict.state not in ("IMPROVED", "REGRESSED"):
+        return verdict
+    unreliable = "; ".join(found)
+    reason = (f"INCONCLUSIVE: would be {verdict.state}, but the samples are unreliable "
+              f"({unreliable}), so they cannot carry a verdict on their own")
+    return replace(verdict, state="INCONCLUSIVE", reason=reason, unreliable=unreliable)
+
+
 def decide(new: Sampled, evidence: Evidence, discovery: bool, level: float) -> Verdict:
     """Turn one metric's evidence into its verdict at the given interval level."""
     if evidence.problem:
@@ -299,5 +316,6 @@ def judge(pairs: list[tuple[Sampled, Sampled]], q: float = FDR_Q, seed: int = 0,
                 for index, (old, new) in enumerate(pairs)]
     found = benjamini_hochberg([e.p_value for e in evidence], q)
     adjusted = 1 - sum(found) * q / max(len(pairs), 1)
-    return [blame_machine(decide(new, e, hit, adjusted if hit else 1 - q), new, calibration)
-            for (_, new), e, hit in zip(pairs, evidence, found, strict=True)]
+    return [distrust(blame_machine(decide(new, e, hit, adjusted if hit else 1 - q), new,
+                                   calibration), old, new)
+            for (old, new), e, hit in zip(pairs, evidence, found, strict=True)]

@@ -24,10 +24,14 @@ class Metric:
     samples: tuple[float, ...]
     quantile: float = 0.5  # the statistic judged: 0.5 the median, 0.95 the p95
     calibrated: bool = True  # a machine that runs slower makes this figure worse (time, speed)
+    validity: dict[str, Any] | None = None  # the measured configuration's check (measure/validity)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the metric as plain data, samples as a list."""
-        return {**asdict(self), "samples": list(self.samples)}
+        """Return the metric as plain data, samples as a list; no validity key when unchecked."""
+        data = {**asdict(self), "samples": list(self.samples)}
+        if self.validity is None:
+            data.pop("validity")
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Metric:

@@ -17,10 +17,13 @@ def system_info(device: str) -> dict[str, Any]:
     """Describe the CPU, memory, OS, Python, library versions and the device used."""
     import torch
 
+    logical, load = psutil.cpu_count(logical=True), load_average()
     return {
         "cpu_model": cpu_model(),
         "physical_cores": psutil.cpu_count(logical=False),
-        "logical_cores": psutil.cpu_count(logical=True),
+        "logical_cores": logical,
+        "load_avg_1m": load,  # at the build's start: other processes competing for the cores
+        "busy": load is not None and logical is not None and load > logical,
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -31,6 +34,14 @@ def system_info(device: str) -> dict[str, Any]:
         "device": device,
         "gpu": _gpu(device),
     }
+
+
+def load_average() -> float | None:
+    """The 1-minute load average, or None where the OS has none (Windows)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
 
 
 def cpu_model() -> str:

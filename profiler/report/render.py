@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +24,12 @@ from profiler.report.trends import (
     write_run_records,
 )
 from profiler.safety import code, host_details, redact, text
-from profiler.storage import SCHEMA_VERSION, read_json, write_text
+from profiler.storage import read_json, require, write_text
 from profiler.studies import STUDIES
 from profiler.workloads import DESCRIPTIONS
+
+SUMMARY_FIELDS = ("run_id", "studies", "model", "device", "corpus", "workload", "scalene",
+                  "bottlenecks", "context", "recommendations", "not_recommended")
 
 
 def find_run(data: Path, run_id: str | None) -> Path:
@@ -83,13 +88,12 @@ def render_pages(root: Path, run_dir: Path) -> list[Path]:
 
 def load_run(run_dir: Path) -> dict[str, Any]:
     """Read a run's config, system, summary and study results into one template context."""
-    summary = read_json(run_dir / "summary.json")
-    if summary["schema_version"] < SCHEMA_VERSION:
-        raise ProfilerError(f"run {run_dir.name} was written by an older profiler (schema_version "
-                            f"{summary['schema_version']}, before workloads); rebuild it with "
-                            "`profiler build`")
-    studies = {name: read_json(run_dir / f"{name}.json") for name in summary["studies"]}
-    config = read_json(run_dir / "config.json")
+    summary = require(run_dir / "summary.json", read_json(run_dir / "summary.json"),
+                      *SUMMARY_FIELDS)
+    studies = {name: require(run_dir / f"{name}.json", read_json(run_dir / f"{name}.json"),
+                             "result", "model", "scalene")
+               for name in summary["studies"]}
+    config = require(run_dir / "config.json", read_json(run_dir / "config.json"), "settings")
     if "targets" not in summary:  # a run built before targets: judge its headline figures now
         summary["targets"] = [t.to_dict() for t in check_targets(
             summary["studies"], config["settings"].get("targets") or {})]
@@ -140,12 +144,30 @@ def copy_downloads(run_dir: Path, report: Path, run: dict[str, Any],
         write_text(files / path.name, json.dumps(data, indent=2) + "\n")
     for name, study in run["studies"].items():  # one row per measured configuration
         write_text(files / f"{name}.csv", to_csv(study_rows(name, study["result"])))
+    if not run["config"]["settings"].get("scalene_html"):
+        return  # raw profiles are MBs each: published only when asked for, with the viewer
     for name, study in run["studies"].items():
         profile, html = study["scalene"].get("profile"), study["scalene"].get("html")
         if profile:
+            check_gzip(run_dir / profile)
             shutil.copy2(run_dir / profile, files / f"{name}-scalene.json.gz")
         if html:
             shutil.copy2(run_dir / html, files / f"{name}-scalene.html")
+
+
+def check_gzip(path: Path) -> None:
+    """Raise ProfilerError naming `path` unless it is a whole gzip file."""
+    try:
+        with gzip.open(path, "rb") as packed:
+            while packed.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ProfilerError(f"{path} is damaged ({_first_line(exc)}); it is left as it is and "
+                            "not published") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
 
 
 def _write(env: jinja2.Environment, template: str, target: Path, **context: Any) -> Path:
@@ -153,5 +175,10 @@ def _write(env: jinja2.Environment, template: str, target: Path, **context: Any)
         text = env.get_template(template).render(**context)
     except jinja2.TemplateNotFound:
         raise ProfilerError(f"template templates/{template} is missing") from None
+    except (jinja2.UndefinedError, KeyError, TypeError, ValueError) as exc:
+        run = context.get("run") or {}
+        raise ProfilerError(f"templates/{template} could not use run {run.get('id', '?')}'s "
+                            f"results ({_first_line(exc)}): a file of that run is damaged or "
+                            "was edited by hand") from None
     write_text(target, text)
     return target

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from profiler.measure.flops import model_config
 from profiler.measure.memory import cuda_peaks_mb, cuda_reset_peak
 from profiler.measure.metrics import Metric, metric
 from profiler.measure.stats import Stats, speedup_interval, summarize
+from profiler.measure.validity import Validity, check
 from profiler.studies.base import Study, StudyContext, emit, plain_python, quick_subset
 from profiler.workloads import (
     DESCRIPTIONS,
@@ -55,6 +56,7 @@ class WorkloadPoint:
     tokens_per_s: float
     padding: Padding
     cuda_memory_mb: dict[str, float] | None
+    validity: Validity | None = None  # of the throughput samples; None: not checked
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Remedy:
     speedup: float | None = None
     speedup_ci95: tuple[float, float] | None = None
     added_latency_ms_p95: float | None = None
+    validity: Validity | None = None  # of the throughput samples
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,9 @@ class Overhead:
     off_texts_per_s: Stats
     on_texts_per_s: Stats
     overhead_pct: float
+
+
+Row = TypeVar("Row", WorkloadPoint, Remedy)
 
 
 class Passes:
@@ -119,11 +125,12 @@ class BatchSizeStudy(Study):
         sizes = measured_sizes(ctx.settings.batch_sizes, ctx.settings.quick)
         cold = cold_start(ctx)
         ctx.model.encode(texts[:sizes[0]], batch_size=sizes[0])  # first-call costs: no size's
-        points = measure_batched(ctx, texts, tokens, sizes)
+        points = [checked(p, ctx) for p in measure_batched(ctx, texts, tokens, sizes)]
         chosen = {w: pick_batch_sizes([p for p in points if p.workload == w],
                                       ctx.settings.recommend_within) for w in BATCHED}
         query = measure_query(ctx, texts, tokens)
-        remedies = measure_remedies(ctx, texts, tokens, chosen["stream"][1])
+        remedies = [checked(r, ctx)
+                    for r in measure_remedies(ctx, texts, tokens, chosen["stream"][1])]
         overhead = None
         if ctx.profiling.under_scalene:
             overhead = measure_overhead(ctx, chosen["bulk"][1])
@@ -191,8 +198,18 @@ def point(workload: str, size: int, texts: list[str], tokens: list[int], passes:
         padding=padding_of(schedule, tokens, config), cuda_memory_mb=cuda)
 
 
+def checked(row: Row, ctx: StudyContext) -> Row:
+    """The point or remedy with its throughput samples checked for noise and count."""
+    return replace(row, validity=check(row.throughput_texts_per_s.samples, ctx.settings.max_cv,
+                                       ctx.settings.min_samples))
+
+
 def pick_batch_sizes(points: list[WorkloadPoint], within: float) -> tuple[int, int]:
-    """Return the fastest batch size and the smallest within `within` of its throughput."""
+    """Return the fastest batch size and the smallest within `within` of its throughput.
+
+    Sizes whose samples are too noisy or too few are passed over while any other is valid.
+    """
+    points = [p for p in points if p.validity is None or p.validity.valid] or points
     fastest = max(points, key=lambda p: p.throughput_texts_per_s.median)
     floor = fastest.throughput_texts_per_s.median * (1 - within)
     recommended = min(p.batch_size for p in points if p.throughput_texts_per_s.median >= floor)
@@ -207,9 +224,11 @@ def measure_query(ctx: StudyContext, texts: list[str], tokens: list[int]) -> dic
     seconds = run_workload("query", encode, queries, 1, ctx.device)
     chunks = [seconds[i:i + QUERY_CHUNK] for i in range(0, len(seconds), QUERY_CHUNK)]
     latency = summarize([1000 * s for s in seconds])
+    throughput = [len(c) / sum(c) for c in chunks]
     emit("done", label="query", summary=f"p95 {latency.p95:,.1f} ms")
     return {"queries": len(queries), "latency_ms": asdict(latency),
-            "throughput_texts_per_s": asdict(summarize([len(c) / sum(c) for c in chunks])),
+            "throughput_texts_per_s": asdict(summarize(throughput)),
+            "validity": check(throughput, ctx.settings.max_cv, ctx.settings.min_samples).to_dict(),
             "mean_tokens": float(np.mean(token_counts(ctx.model, queries,
                                                       ctx.info.max_seq_length)))}
 
@@ -363,7 +382,8 @@ def metrics_of(result: dict[str, Any]) -> list[Metric]:
                      else f"{workload} at its fastest batch size")
             if point is not None:
                 found.append(metric(f"{workload}_{label}_texts_per_s", title, study, "texts/s",
-                                    "higher", point["throughput_texts_per_s"]["samples"]))
+                                    "higher", point["throughput_texts_per_s"]["samples"],
+                                    validity=point.get("validity")))
     latencies = result["query"]["latency_ms"]["samples"]
     found += [metric("query_latency_ms_p50", "query latency, median", study, "ms", "lower",
                      latencies),

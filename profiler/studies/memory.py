@@ -7,6 +7,7 @@ cannot hide inside another's high-water mark.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -22,6 +23,15 @@ from profiler.studies.base import (
     quick_subset,
 )
 from profiler.workloads import request_of
+
+
+@dataclass(frozen=True)
+class ProbeFailure:
+    """A batch size whose probe did not finish: out of memory, or another reason."""
+
+    batch_size: int
+    reason: str
+    out_of_memory: bool
 
 
 @dataclass(frozen=True)
@@ -54,12 +64,17 @@ class MemoryStudy(Study):
         # RSS is per process, so probes may overlap; running them together cuts the wait
         with ThreadPoolExecutor(max_workers=3 if ctx.settings.quick else 2) as pool:
             pending = {size: pool.submit(probe, ctx, size) for size in sizes}
-            points = measure_each(sizes, "batch {}", lambda size: pending[size].result(),
-                                  lambda p: f"peak +{p.peak_increase_mb:,.0f} MB")
-        largest = max(ctx.settings.batch_sizes)
+            outcomes = measure_each(sizes, "batch {}", lambda size: pending[size].result(),
+                                    describe)
+        points = [p for p in outcomes if isinstance(p, MemoryPoint)]
+        failed = [p for p in outcomes if isinstance(p, ProbeFailure)]
+        if not points:
+            raise RuntimeError(f"no batch size finished: {failed[0].reason}")
+        largest = max(p.batch_size for p in points)  # the biggest batch that fits
         with ctx.profiling.on():  # Scalene's memory view of the biggest batch's encode
             ctx.model.encode(workload(ctx, largest), batch_size=largest)
-        return {"points": [asdict(p) for p in points],
+        return {"points": [asdict(p) for p in points], "failed": [asdict(f) for f in failed],
+                "limit_mb": ctx.settings.memory_limit_mb,
                 "fit": fit_peak(points).to_dict() if len(points) > 1 else None}
 
     @staticmethod
@@ -99,17 +114,35 @@ def workload(ctx: StudyContext, batch_size: int) -> list[str]:
     return request_of(ctx.texts, batch_size * -(-count // batch_size))
 
 
-def probe(ctx: StudyContext, batch_size: int) -> MemoryPoint:
-    """Run `profiler.memory_probe` in a fresh interpreter for one batch size."""
+def probe(ctx: StudyContext, batch_size: int) -> MemoryPoint | ProbeFailure:
+    """Run `profiler.memory_probe` in a fresh interpreter for one batch size.
+
+    A probe that runs out of memory (the limit, or the system's OOM killer) or fails
+    otherwise is recorded as failed; the other batch sizes go on.
+    """
     request = {"model_path": ctx.info.path, "device": ctx.device, "batch_size": batch_size,
-               "texts": workload(ctx, batch_size),
+               "texts": workload(ctx, batch_size), "limit_mb": ctx.settings.memory_limit_mb,
                "trust_remote_code": ctx.settings.trust_remote_code}
     done = subprocess.run([plain_python(), "-m", "profiler.memory_probe"],
                           input=json.dumps(request), capture_output=True, text=True, check=False)
+    if done.returncode == -signal.SIGKILL:
+        return ProbeFailure(batch_size, "out of memory: the process was killed (SIGKILL)", True)
     if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"memory probe at batch size {batch_size} failed: {tail[0]}")
-    return MemoryPoint(**json.loads(done.stdout.strip().splitlines()[-1]))
+        tail = done.stderr.strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
+        return ProbeFailure(batch_size, f"the probe failed: {tail[0][:200]}", False)
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    if "out_of_memory" in found:
+        limit = ctx.settings.memory_limit_mb
+        within = f" within the {limit:,.0f} MB limit" if limit else ""
+        return ProbeFailure(batch_size, f"out of memory{within}: {found['out_of_memory']}", True)
+    return MemoryPoint(**found)
+
+
+def describe(outcome: MemoryPoint | ProbeFailure) -> str:
+    """One line for the progress display."""
+    if isinstance(outcome, ProbeFailure):
+        return "out of memory" if outcome.out_of_memory else "failed"
+    return f"peak +{outcome.peak_increase_mb:,.0f} MB"
 
 
 def fit_peak(points: list[MemoryPoint]) -> LinearFit:

@@ -18,6 +18,7 @@ from profiler.measure.flops import model_config
 from profiler.measure.memory import PeakRss
 from profiler.measure.peak import Peak, cpu_flags, measure_peak, peak_dtypes
 from profiler.measure.stats import Stats, speedup_interval, summarize
+from profiler.measure.validity import MAX_CV, MIN_SAMPLES, Validity, check
 from profiler.studies.base import Study, StudyContext, emit
 from profiler.studies.batch_size import DEFAULT_BATCH_SIZE, QUERY_CHUNK, measured_sizes
 from profiler.variants import Encode, Skip, Variant, baseline, variants
@@ -62,6 +63,7 @@ class Experiment:
     peak_dtype: str | None = None
     peak_pct: float | None = None
     useful_peak_pct: float | None = None
+    validity: Validity | None = None  # of the throughput samples: too noisy or too few?
 
 
 @dataclass
@@ -81,6 +83,8 @@ class Bench:
     base_samples: list[float] | None = None
     base_size: int | None = None
     base_search: dict[int, float] | None = None  # the baseline's texts/s per searched size
+    max_cv: float = MAX_CV  # samples spread wider than this are too noisy to claim on
+    min_samples: int = MIN_SAMPLES
 
 
 class OptimizationsStudy(Study):
@@ -147,7 +151,8 @@ def make_bench(ctx: StudyContext, peaks: dict[str, float]) -> Bench:
              else measured_sizes(ctx.settings.batch_sizes, ctx.settings.quick))
     return Bench(workload, texts, token_counts(ctx.model, texts, ctx.info.max_seq_length),
                  sizes, timing.search_texts, ctx.texts[:timing.quality_texts],
-                 timing.workload_repeats, peaks, model_config(ctx.model))
+                 timing.workload_repeats, peaks, model_config(ctx.model),
+                 max_cv=ctx.settings.max_cv, min_samples=ctx.settings.min_samples)
 
 
 def variants_of(ctx: StudyContext) -> list[Variant]:
@@ -338,7 +343,8 @@ def measured(variant: Variant, bench: Bench, size: int, search: dict[int, float]
         peak_rss_increase_mb=memory_mb, setup_s=setup_s, gflops_per_s=gflops,
         useful_gflops_per_s=useful, peak_dtype=variant.peak_dtype,
         peak_pct=100 * gflops / peak if peak else None,
-        useful_peak_pct=100 * useful / peak if peak else None)
+        useful_peak_pct=100 * useful / peak if peak else None,
+        validity=check(samples, bench.max_cv, bench.min_samples))
 
 
 def _torch_threads() -> int:
