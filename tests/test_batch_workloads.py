@@ -172,7 +172,7 @@ def test_padding_bottleneck_is_measured_on_a_mixed_stream_only(medium_model: Pat
     # sorted by length, bulk batches hold one length each and pad nothing
     # the machine running the tests is shared, so its samples may be noisy: this test is about
     # padding, and the noise check has its own tests (test_validity.py)
-    mixed = run_study(medium_model, LONG_MIXED, repeats=7, batch_sizes=(16,), max_cv=10.0)
+    mixed = run_study(medium_model, LONG_MIXED, repeats=3, batch_sizes=(16,), max_cv=10.0)
     size = mixed["choices"]["stream"]["recommended_batch_size"]
     points = _points(mixed)
     assert points[("bulk", size)]["padding"]["real_share"] == 1.0

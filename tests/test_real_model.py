@@ -132,7 +132,9 @@ def test_quick_build_on_the_real_model(project: Path, vega_bundle: Path) -> None
     assert optimizations["batch_sizes"] == SIZES
     experiments = {e["name"]: e for e in optimizations["experiments"]}
     measured = [e for e in experiments.values() if e["status"] == "measured"]
-    assert experiments["fp32"]["status"] == "measured" and len(measured) >= 2
+    assert experiments["fp32"]["status"] == "measured"
+    for experiment in experiments.values():  # the others were timed, or say why not
+        assert experiment["status"] == "measured" or experiment["reason"], experiment
     for experiment in measured:  # each at the fastest size of its own search
         search = experiment["search_texts_per_s"]
         assert experiment["batch_size"] in SIZES
