@@ -27,6 +27,8 @@ import json  # noqa: E402
 import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
+from profiler.errors import first_line  # noqa: E402
+
 
 def probe(request: dict[str, Any]) -> dict[str, Any]:
     """Load the model and encode the texts once at the batch size, recording RSS at each step."""
@@ -48,7 +50,7 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
     except (MemoryError, RuntimeError) as exc:  # torch's CPU and CUDA allocators raise these
         if not isinstance(exc, MemoryError) and not is_out_of_memory(exc):
             raise
-        return {"batch_size": size, "out_of_memory": _first_line(exc)}
+        return {"batch_size": size, "out_of_memory": first_line(exc, 200)}
     return {"batch_size": size, "texts": len(texts), "rss_start_mb": START_MB,
             "rss_before_load_mb": imported, "rss_after_load_mb": loaded,
             "peak_rss_mb": sampler.peak_mb, "peak_increase_mb": sampler.peak_mb - loaded,
@@ -72,11 +74,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     message = str(exc).lower()
     return "out of memory" in message or "can't allocate memory" in message \
         or type(exc).__name__ == "OutOfMemoryError"
-
-
-def _first_line(exc: BaseException) -> str:
-    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return line[:200]
 
 
 if __name__ == "__main__":

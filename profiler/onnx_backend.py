@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from profiler.errors import ProfilerError
+from profiler.errors import ProfilerError, first_line
 from profiler.model import embedding_dim
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ def _import_problem(module: str, hint: str) -> str | None:
     except ModuleNotFoundError:
         return f"{module} is not installed: {hint}"
     except ImportError as error:
-        return f"{module} cannot be imported: {_first_line(error)}"
+        return f"{module} cannot be imported: {first_line(error)}"
     return None
 
 
@@ -139,7 +139,7 @@ def export_onnx(model: SentenceTransformer, out_dir: Path, attention: str | None
         with _attention(auto_model, attention):
             _export(_hidden_states_module(auto_model, names).eval(), args, names, path)
     except Exception as error:
-        raise ProfilerError(f"ONNX export failed: {_first_line(error)}") from error
+        raise ProfilerError(f"ONNX export failed: {first_line(error)}") from error
     finally:  # the legacy exporter restores the wrapper's mode onto the model
         auto_model.train(was_training)
     return path
@@ -210,12 +210,6 @@ def _export(module: torch.nn.Module, args: tuple[Any, ...], names: list[str], pa
                               verbose=False)
 
 
-def _first_line(error: BaseException) -> str:
-    """Return the error's first message line, or its type name when it has none."""
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
-
-
 def graph_origin(onnx_path: Path) -> str:
     """Say how an exported graph was made, e.g. "torch.onnx.export (opset 17)"."""
     import onnx
@@ -238,7 +232,7 @@ def optimize_onnx(onnx_path: Path, out_path: Path, model: SentenceTransformer) -
     try:
         sizes = model_config(model)
     except (ValueError, AttributeError) as error:
-        raise ProfilerError(f"ONNX fusion needs a BERT config: {_first_line(error)}") from error
+        raise ProfilerError(f"ONNX fusion needs a BERT config: {first_line(error)}") from error
     options = FusionOptions("bert")
     options.enable_embed_layer_norm = False  # O2's default: the fused op breaks quantization
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +242,7 @@ def optimize_onnx(onnx_path: Path, out_path: Path, model: SentenceTransformer) -
                                    opt_level=2, use_gpu=False, only_onnxruntime=False)
         optimizer.save_model_to_file(str(out_path))
     except Exception as error:
-        raise ProfilerError(f"ONNX fusion failed: {_first_line(error)}") from error
+        raise ProfilerError(f"ONNX fusion failed: {first_line(error)}") from error
     fused = {op: int(n) for op, n in optimizer.get_fused_operator_statistics().items() if n}
     counts = ", ".join(f"{n} {op}" for op, n in fused.items()) or "nothing fused"
     graph = f"{graph_origin(onnx_path)} + onnxruntime.transformers.optimizer, O2 fusions: {counts}"
@@ -286,7 +280,7 @@ def quantize_int8(onnx_path: Path, out_path: Path, cpu_flags: list[str]) -> Quan
                              weight_type=QuantType[config.weight_type],
                              extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
     except Exception as error:
-        raise ProfilerError(f"int8 quantization failed: {_first_line(error)}") from error
+        raise ProfilerError(f"int8 quantization failed: {first_line(error)}") from error
     return QuantizedModel(out_path, config)
 
 

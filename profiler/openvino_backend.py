@@ -17,10 +17,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from profiler.errors import ProfilerError
+from profiler.errors import ProfilerError, first_line
 from profiler.onnx_backend import (
     ExportedEncoder,
-    _first_line,
     _import_problem,
     exporter_problem,
     graph_origin,
@@ -124,5 +123,5 @@ def _compile(onnx_path: Path, precision: str, hint: str, threads: int | None) ->
         graph.reshape({port.get_any_name(): ov.PartialShape([-1, -1]) for port in graph.inputs})
         return core.compile_model(graph, "CPU", config)
     except Exception as error:
-        problem = _first_line(error)
+        problem = first_line(error)
         raise ProfilerError(f"OpenVINO could not compile {onnx_path}: {problem}") from error

@@ -14,7 +14,7 @@ import jinja2
 from profiler.analysis.history import HISTORY_FILE, load_history
 from profiler.analysis.targets import check_targets
 from profiler.analysis.verdicts import FDR_Q
-from profiler.errors import ProfilerError
+from profiler.errors import ProfilerError, first_line
 from profiler.report.charts import CHARTS
 from profiler.report.downloads import study_rows, to_csv
 from profiler.report.trends import (
@@ -162,12 +162,8 @@ def check_gzip(path: Path) -> None:
             while packed.read(1 << 20):
                 pass
     except (OSError, EOFError, zlib.error) as exc:
-        raise ProfilerError(f"{path} is damaged ({_first_line(exc)}); it is left as it is and "
+        raise ProfilerError(f"{path} is damaged ({first_line(exc, 160)}); it is left as it is and "
                             "not published") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
 
 
 def _write(env: jinja2.Environment, template: str, target: Path, **context: Any) -> Path:
@@ -178,7 +174,7 @@ def _write(env: jinja2.Environment, template: str, target: Path, **context: Any)
     except (jinja2.UndefinedError, KeyError, TypeError, ValueError) as exc:
         run = context.get("run") or {}
         raise ProfilerError(f"templates/{template} could not use run {run.get('id', '?')}'s "
-                            f"results ({_first_line(exc)}): a file of that run is damaged or "
+                            f"results ({first_line(exc, 160)}): a file of that run is damaged or "
                             "was edited by hand") from None
     write_text(target, text)
     return target
