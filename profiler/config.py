@@ -38,14 +38,19 @@ class Timing:
     leak_warmup: int = 3
     leak_texts: int = 64
     quality_texts: int = 300
-    workload_repeats: int = 3  # passes over the whole request, per workload and batch size
+    workload_repeats: int = 5  # interleaved rounds at least, in every comparison
     query_texts: int = 500     # single-text calls timed for the query workload
     search_texts: int = 256    # texts each experiment's batch-size search encodes per size
+    round_texts: int = 128     # texts each contender encodes per round (whole batches)
+    precision: float = 0.03    # rounds stop once every claim's 95% interval is within ±3% ...
+    budget_s: float = 60.0     # ... or once a comparison has taken this long
+    max_rounds: int = 200
 
     def __post_init__(self) -> None:
         for name in ("warmup_repeats", "min_repeats", "max_repeats", "texts_per_repeat",
                      "overhead_rounds", "leak_warmup", "leak_texts", "quality_texts",
-                     "workload_repeats", "query_texts", "search_texts"):
+                     "workload_repeats", "query_texts", "search_texts", "round_texts",
+                     "max_rounds"):
             _require_int(f"timing.{name}", getattr(self, name), minimum=0 if name in
                          ("warmup_repeats", "leak_warmup") else 1)
         # the steady state is the last half; a slope's interval needs at least three points
@@ -54,6 +59,14 @@ class Timing:
             raise ProfilerError(f"timing.min_time_s must be a number >= 0, got {self.min_time_s!r}")
         if self.max_repeats < self.min_repeats:
             raise ProfilerError("timing.max_repeats must be at least timing.min_repeats")
+        if not _is_number(self.precision) or not 0 < self.precision < 1:
+            raise ProfilerError(f"timing.precision must be a fraction in (0, 1), got "
+                                f"{self.precision!r}")
+        if not _is_number(self.budget_s) or self.budget_s <= 0:
+            raise ProfilerError(f"timing.budget_s must be a number > 0, got {self.budget_s!r}")
+        if self.max_rounds < max(2, self.workload_repeats):
+            raise ProfilerError("timing.max_rounds must be at least timing.workload_repeats "
+                                "and 2")
 
 
 @dataclass(frozen=True)
@@ -268,7 +281,9 @@ def _check_experiments(experiments: tuple[str, ...]) -> None:
             raise ProfilerError(f"unknown experiment {name!r}; choose from {', '.join(FAMILIES)}")
 
 
+# --quick: the same interleaved rounds with a looser target and a smaller budget
 QUICK_TIMING = Timing(warmup_repeats=1, min_time_s=0.3, min_repeats=2, max_repeats=5,
                       texts_per_repeat=64, overhead_rounds=1, leak_iterations=8,
-                      leak_warmup=1, leak_texts=32, quality_texts=100, workload_repeats=2,
-                      query_texts=100, search_texts=64)
+                      leak_warmup=1, leak_texts=32, quality_texts=100, workload_repeats=3,
+                      query_texts=100, search_texts=64, round_texts=48, precision=0.06,
+                      budget_s=12.0, max_rounds=60)

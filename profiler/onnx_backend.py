@@ -360,6 +360,9 @@ class OnnxEncoder(ExportedEncoder):
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
+        # idle threads that spin after a run steal the cores tokenization (and, in interleaved
+        # rounds, the next contender) needs
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(onnx_path), options,
                                             providers=["CPUExecutionProvider"])
         super().__init__(model, [node.name for node in self.session.get_inputs()])

@@ -163,10 +163,11 @@ def confirm_run(data: Path, run_dir: Path, settings: Settings, tracked: Tracked,
 
 
 def confirming(settings: Settings) -> Settings:
-    """The same request, measured with twice the repeats and no profiler."""
+    """The same request, measured with twice the rounds and repeats and no profiler."""
     t = settings.timing
     timing = dataclasses.replace(
-        t, workload_repeats=2 * t.workload_repeats, min_repeats=2 * t.min_repeats,
+        t, workload_repeats=2 * t.workload_repeats, budget_s=2 * t.budget_s,
+        max_rounds=max(t.max_rounds, 2 * t.workload_repeats), min_repeats=2 * t.min_repeats,
         max_repeats=max(t.max_repeats, 2 * t.min_repeats), min_time_s=2 * t.min_time_s,
         query_texts=2 * t.query_texts)
     return dataclasses.replace(settings, scalene=False, timing=timing)

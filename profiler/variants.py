@@ -94,12 +94,16 @@ def with_threads(threads: int) -> Callable[[StudyContext], Any]:
 
         if ctx.device != "cpu":
             raise Skip("thread count only matters on the CPU")
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            yield model_encode(ctx.model)
-        finally:
-            torch.set_num_threads(before)
+        plain = model_encode(ctx.model)
+
+        def encode(texts: list[str], batch_size: int) -> Any:
+            before = torch.get_num_threads()  # per call: other contenders share the model
+            torch.set_num_threads(threads)
+            try:
+                return plain(texts, batch_size)
+            finally:
+                torch.set_num_threads(before)
+        yield described(encode, "PyTorch eager, fp32 weights", threads)
     return build
 
 
@@ -107,14 +111,19 @@ def with_max_seq_length(tokens: int) -> Callable[[StudyContext], Any]:
     """The baseline truncating input at `tokens` tokens."""
     @contextmanager
     def build(ctx: StudyContext) -> Iterator[Encode]:
-        before = ctx.model.max_seq_length
-        if before is not None and tokens >= before:
-            raise Skip(f"the model already stops at {before} tokens")
-        ctx.model.max_seq_length = tokens
-        try:
-            yield model_encode(ctx.model)
-        finally:
-            ctx.model.max_seq_length = before
+        limit = ctx.model.max_seq_length
+        if limit is not None and tokens >= limit:
+            raise Skip(f"the model already stops at {limit} tokens")
+        plain = model_encode(ctx.model)
+
+        def encode(texts: list[str], batch_size: int) -> Any:
+            before = ctx.model.max_seq_length  # per call: other contenders share the model
+            ctx.model.max_seq_length = tokens
+            try:
+                return plain(texts, batch_size)
+            finally:
+                ctx.model.max_seq_length = before
+        yield encode
     return build
 
 
@@ -304,7 +313,7 @@ def variants(threads: int, workload: str = "bulk") -> list[Variant]:
           for n in range(1, threads)),
         *(Variant(f"max_seq_{n}", f"max_seq_length {n}", "one line",
                   f"model.max_seq_length = {n}", with_max_seq_length(n), max_seq_length=n,
-                  graph=f"PyTorch eager, fp32, input cut at {n} tokens")
+                  quick=False, graph=f"PyTorch eager, fp32, input cut at {n} tokens")
           for n in (128, 64)),
         Variant("compile", "torch.compile", "a compile step",
                 "model[0].auto_model = torch.compile(model[0].auto_model, dynamic=True)",

@@ -179,3 +179,70 @@ def window_latencies_ms(seconds: Sequence[float], schedule: Schedule,
             elapsed += took
             latencies += [1000 * elapsed] * len(batch)
     return latencies
+
+
+GOLDEN = 0.6180339887498949  # round offsets spread evenly over the schedule, round after round
+
+
+def round_share(schedule: Schedule, texts: int, round_: int, window: int = 1) -> Schedule:
+    """A round's share: evenly spaced groups of `window` consecutive batches, about `texts` texts.
+
+    The offset moves each round, so successive rounds sample every part of the schedule; the
+    batches are the ones the whole request forms, so padding is the request's own.
+    """
+    groups = [schedule[i:i + window] for i in range(0, len(schedule), window)]
+    per_group = max(1, sum(len(batch) for batch in groups[0]))
+    count = min(len(groups), max(1, round(texts / per_group)))
+    step, offset = len(groups) / count, (round_ * GOLDEN) % 1.0
+    picked = sorted({min(len(groups) - 1, int((i + offset) * step)) for i in range(count)})
+    return [batch for index in picked for batch in groups[index]]
+
+
+def padded(schedule: Schedule, tokens: Sequence[int]) -> int:
+    """Tokens a schedule computes: each batch's size times its longest text."""
+    return sum(len(batch) * max(tokens[i] for i in batch) for batch in schedule)
+
+
+@dataclass
+class Share:
+    """One contender of a comparison: a workload's schedule over the request, a share a round.
+
+    `bulk` runs a round's batches as one `encode` call over their texts (which forms those very
+    batches again: they are neighbours in length order); otherwise one call per batch. Each
+    round's rate is scaled to the whole schedule by padded tokens, what a batch costs.
+    """
+
+    encode: Encode
+    texts: Sequence[str]
+    tokens: Sequence[int]
+    schedule: Schedule
+    bulk: bool
+    batch_size: int
+    device: str
+    round_texts: int
+    window: int = 1
+    calls: list[list[float]] | None = None  # each round's call seconds, kept for latencies
+    shares: list[Schedule] | None = None
+
+    def __call__(self, round_: int) -> float:
+        """Run round `round_`'s share; return texts/s of the whole request, estimated."""
+        share = round_share(self.schedule, self.round_texts, round_, self.window)
+        if self.bulk:
+            seconds = [timed_encode(self.encode, [self.texts[i] for b in share for i in b],
+                                    self.batch_size, self.device)]
+        else:
+            seconds = run_schedule(self.encode, self.texts, share, self.device)
+        if round_ >= 0:  # round -1 is the warm-up
+            self.calls = [*(self.calls or []), seconds]
+            self.shares = [*(self.shares or []), share]
+        scale = padded(self.schedule, self.tokens) / padded(share, self.tokens)
+        return len(self.texts) / (sum(seconds) * scale)
+
+
+def timed_encode(encode: Encode, texts: list[str], batch_size: int, device: str) -> float:
+    """Seconds of one encode call, device work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    encode(texts, batch_size)
+    synchronize(device)
+    return time.perf_counter() - start

@@ -117,6 +117,8 @@ leak_texts = 8
 workload_repeats = 3
 query_texts = 10
 search_texts = 16
+round_texts = 16
+max_rounds = 3
 """
 
 

@@ -18,7 +18,7 @@ from helpers import read_page, run_profiler
 
 from profiler.analysis.bottlenecks import find_bottlenecks, padding
 from profiler.config import Settings, Timing
-from profiler.measure.stats import speedup_interval
+from profiler.measure.stats import speedup
 from profiler.model import load_model, resolve_model
 from profiler.studies.base import StudyContext
 from profiler.studies.batch_size import BatchSizeStudy
@@ -43,7 +43,8 @@ def run_study(model_dir: Path, texts: list[str], repeats: int,
     """Run the real batch-size study on `texts` as one request (stream: the chosen workload)."""
     model, info = load_model(resolve_model(str(model_dir)), "cpu")
     timing = Timing(warmup_repeats=0, min_time_s=0.0, min_repeats=1, max_repeats=1,
-                    workload_repeats=repeats, query_texts=2, overhead_rounds=1)
+                    workload_repeats=repeats, query_texts=2, overhead_rounds=1,
+                    max_rounds=max(2, repeats))
     ctx = StudyContext(model=model, info=info, texts=texts,
                        settings=Settings(timing=timing, request_size=len(texts),
                                          workload="stream", **settings))
@@ -181,8 +182,9 @@ def test_padding_bottleneck_is_measured_on_a_mixed_stream_only(medium_model: Pat
     found = {b.title: b for b in find_bottlenecks({"batch_size": mixed})}
     # it is claimed exactly when the measured saving clears the noise (whether it does here
     # depends on what else this machine is running: a timing, not the rule, is what varies)
-    low, high = speedup_interval(points[("stream", size)]["throughput_texts_per_s"]["samples"],
-                                 points[("bulk", size)]["throughput_texts_per_s"]["samples"])
+    _, (low, high) = speedup(points[("stream", size)]["throughput_texts_per_s"]["samples"],
+                             points[("bulk", size)]["throughput_texts_per_s"]["samples"],
+                             paired=True)  # the same rounds
     assert (PADDING_TITLE in found) == (low > 1), (low, high)
     if low > 1:
         bottleneck = found[PADDING_TITLE]

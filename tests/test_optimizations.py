@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,12 @@ from profiler.measure.flops import batch_flops, flops_per_token, model_config
 from profiler.model import load_model, resolve_model
 from profiler.studies.base import StudyContext
 from profiler.studies.optimizations import (
+    Bench,
+    Experiment,
     OptimizationsStudy,
+    Prepared,
     make_bench,
-    run_variant,
+    prepare_variant,
     sample_batches,
     selected_variants,
 )
@@ -37,7 +41,13 @@ from profiler.workloads import (
 TEXTS = [f"the river rose by {n} percent in the old city" for n in range(40)]
 TIMING = Timing(warmup_repeats=0, min_time_s=0.0, min_repeats=3, max_repeats=3,
                 texts_per_repeat=16, quality_texts=20, workload_repeats=3, query_texts=10,
-                search_texts=16)
+                search_texts=16, round_texts=16, max_rounds=3)
+
+
+def prepare(ctx: StudyContext, variant: Variant, bench: Bench) -> Prepared | Experiment:
+    """Build and search one variant, as the study does before its rounds."""
+    with ExitStack() as stack:
+        return prepare_variant(ctx, stack, variant, bench, 0, 1)
 
 
 def _context(tiny_model: Path, **settings: Any) -> StudyContext:
@@ -91,7 +101,7 @@ def test_the_bench_is_the_chosen_workload_over_the_request(tiny_model: Path) -> 
     assert bulk.workload == "bulk" and bulk.texts == request_of(TEXTS, 40)
     assert bulk.sizes == [2, 8, 32]  # the sizes asked for and sentence-transformers' default
     assert bulk.tokens == token_counts(ctx.model, bulk.texts, 64)
-    assert (bulk.search_texts, bulk.repeats, len(bulk.quality_texts)) == (16, 3, 20)
+    assert (bulk.search_texts, bulk.round_texts, len(bulk.quality_texts)) == (16, 16, 20)
     query = make_bench(_context(tiny_model, workload="query"), {})
     assert query.sizes == [1] and query.texts == spread(request_of(TEXTS, 40), 10)
 
@@ -107,11 +117,15 @@ def test_baseline_and_bf16_rows(tiny_model: Path, monkeypatch: pytest.MonkeyPatc
     rows = {e["name"]: e for e in result["experiments"]}
     assert list(rows) == ["fp32", "fp32_default", "bf16", "max_seq_128", "max_seq_64"]
     base, bf16 = rows["fp32"], rows["bf16"]
-    assert base["status"] == "measured" and result["baseline_drift"] > 0
-    # the baseline is compared with itself timed twice: first run's median over both runs'
-    first = base["throughput_texts_per_s"]["median"]
-    assert base["speedup"] == pytest.approx(first * bf16["speedup"]
-                                            / bf16["throughput_texts_per_s"]["median"])
+    assert base["status"] == "measured" and base["speedup"] == 1.0
+    # every row was timed in the same rounds as fp32 and its A/A twin
+    rounds = result["rounds"]["rounds"]
+    assert rounds == 3 and result["rounds"]["stopped_by"] in ("precision", "max_rounds")
+    assert result["aa"]["rounds"] == rounds
+    assert result["aa"]["ci95"] == base["speedup_ci95"]
+    samples = {name: rows[name]["throughput_texts_per_s"]["samples"] for name in ("fp32", "bf16")}
+    ratios = [b / a for a, b in zip(samples["fp32"], samples["bf16"], strict=True)]
+    assert bf16["speedup"] == pytest.approx(math.exp(sum(map(math.log, ratios)) / rounds))
     assert base["quality"]["cosine_mean"] == pytest.approx(1.0)
     assert base["quality"]["neighbour_overlap_mean"] == pytest.approx(1.0)
     assert bf16["status"] == "measured"
@@ -130,7 +144,7 @@ def test_baseline_and_bf16_rows(tiny_model: Path, monkeypatch: pytest.MonkeyPatc
     else:
         assert plain["status"] == "measured" and plain["batch_size"] == 32
         assert set(plain["search_texts_per_s"]) == {"32"}
-    # the tiny model stops at 64 tokens and no text here comes near: nothing to cut
+    # the tiny model already stops at 64 tokens: neither limit can apply
     assert rows["max_seq_128"]["status"] == rows["max_seq_64"]["status"] == "skipped"
     assert "64 tokens" in rows["max_seq_64"]["reason"]
 
@@ -141,7 +155,9 @@ def test_executed_and_useful_flops_follow_the_bulk_batches(tiny_model: Path) -> 
     texts = [("the river rose " * (1 + i % 5)).strip() for i in range(40)]
     settings = Settings(timing=TIMING, batch_sizes=(2, 8), request_size=40)
     ctx = StudyContext(model=model, info=info, texts=texts, settings=settings)
-    base = asdict(run_variant(ctx, variants(2)[0], make_bench(ctx, {})))
+    result = OptimizationsStudy().run(dataclasses.replace(
+        ctx, settings=dataclasses.replace(settings, experiments=("fp32",))))
+    base = result["experiments"][0]
     size, median = base["batch_size"], base["throughput_texts_per_s"]["median"]
     request = request_of(texts, 40)
     tokens = token_counts(ctx.model, request, 64)
@@ -166,9 +182,11 @@ def test_a_skipped_variant_says_why_and_a_failing_one_does_not_stop_the_study(
     def broken(_: StudyContext) -> object:
         raise RuntimeError("export failed\nsecond line")
 
-    skipped = run_variant(ctx, Variant("onnx", "ONNX", "an export step", "", missing), bench)
+    skipped = prepare(ctx, Variant("onnx", "ONNX", "an export step", "", missing), bench)
+    assert isinstance(skipped, Experiment)
     assert skipped.status == "skipped" and "pip install onnxruntime" in (skipped.reason or "")
-    failed = run_variant(ctx, Variant("onnx", "ONNX", "an export step", "", broken), bench)
+    failed = prepare(ctx, Variant("onnx", "ONNX", "an export step", "", broken), bench)
+    assert isinstance(failed, Experiment)
     assert failed.status == "failed" and failed.reason == "RuntimeError: export failed"
 
 
@@ -188,10 +206,11 @@ def slowed(seconds_per_text: float) -> Any:
 def test_a_variant_far_slower_on_the_search_sample_is_not_timed(tiny_model: Path) -> None:
     ctx = _context(tiny_model)
     bench = make_bench(ctx, {})
-    base = run_variant(ctx, variants(2)[0], bench)
-    assert base.status == "measured" and bench.base_search is not None
+    base = prepare(ctx, variants(2)[0], bench)
+    assert isinstance(base, Prepared) and bench.base_search is not None
     assert min(bench.base_search.values()) > 0
-    slow = run_variant(ctx, Variant("slow", "slow", "one line", "", slowed(0.2)), bench)
+    slow = prepare(ctx, Variant("slow", "slow", "one line", "", slowed(0.2)), bench)
+    assert isinstance(slow, Experiment)
     assert slow.status == "skipped" and "far slower" in (slow.reason or "")
     assert slow.throughput_texts_per_s is None
     # under a quarter of the baseline at the first size, the search stops there (a busy machine
@@ -205,15 +224,15 @@ def test_the_plain_model_encode_row_is_timed_however_slow(tiny_model: Path) -> N
     """fp32 at batch 32 is the reference every 'x plain model.encode' figure divides by."""
     ctx = _context(tiny_model)
     bench = make_bench(ctx, {})
-    assert run_variant(ctx, variants(2)[0], bench).status == "measured"
+    assert isinstance(prepare(ctx, variants(2)[0], bench), Prepared)
     assert bench.base_search is not None and bench.base_size is not None
     # as if the baseline's best size had been more than twice as fast as batch 32 (a GPU at
     # batch 256, say): the plain row is still the reference and must be measured
     bench.base_search = {size: 100 * value for size, value in bench.base_search.items()}
     bench.base_size = 8
-    plain = run_variant(ctx, variants(2)[1], bench)
-    assert plain.name == "fp32_default"
-    assert plain.status == "measured", plain.reason
+    plain = prepare(ctx, variants(2)[1], bench)
+    assert isinstance(plain, Prepared), plain
+    assert plain.variant.name == "fp32_default" and plain.batch_size == 32
 
 
 def test_quick_mode_skips_compile_and_the_second_backend_variants(tiny_model: Path) -> None:
@@ -221,7 +240,8 @@ def test_quick_mode_skips_compile_and_the_second_backend_variants(tiny_model: Pa
     bench = make_bench(ctx, {})
     for name in ("compile", "onnx_o2", "openvino_bf16"):
         variant = next(v for v in variants(2) if v.name == name)
-        row = run_variant(ctx, variant, bench)
+        row = prepare(ctx, variant, bench)
+        assert isinstance(row, Experiment)
         assert row.status == "skipped" and "--quick" in (row.reason or ""), name
 
 
@@ -301,7 +321,7 @@ def test_no_baseline_means_no_comparison(tiny_model: Path, monkeypatch: pytest.M
     result = OptimizationsStudy().run(_context(tiny_model, experiments=("bf16",)))
     base, plain, bf16 = result["experiments"]
     assert base["status"] == "failed" and "out of memory" in base["reason"]
-    assert result["baseline_drift"] is None
+    assert result["rounds"] is None and result["aa"] is None
     for row in (plain, bf16):
         assert row["status"] == "skipped" and "baseline" in row["reason"]
         assert row["speedup"] is None

@@ -7,7 +7,10 @@ noisy or too few samples: profiler/measure/validity.py). Facts no change removes
 pass's share, memory growing with batch size, the cost of long synthetic texts) are listed as
 context instead.
 Severity comes from the impact: high at 30% or more, medium at 10% or more, low below. Memory
-over its budget and a leak are always high. The methodology page states the same rules.
+over its budget and a leak are always high. A family of experiments is sized by its best change
+that keeps quality (mean cosine to fp32 at the run's threshold); when only changes that cost
+quality remove it, the bottleneck says so and ranks after every quality-keeping one. A gain
+inside a failed A/A check's spread is no gain. The methodology page states the same rules.
 """
 
 from __future__ import annotations
@@ -16,9 +19,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
-from profiler.measure.stats import speedup_interval
+from profiler.analysis.recommendations import aa_floor
+from profiler.measure.stats import speedup
 from profiler.measure.validity import unreliable
 
 SEVERITY = (("high", 30.0), ("medium", 10.0), ("low", 0.0))
@@ -41,6 +43,7 @@ class Bottleneck:
     change: str
     evidence: str
     workload: str
+    keeps_quality: bool = True  # False: only a change that costs quality removes it
 
     def to_dict(self) -> dict[str, Any]:
         """Return the bottleneck as plain data."""
@@ -65,13 +68,15 @@ def severity_of(impact_pct: float) -> str:
     return next((name for name, floor in SEVERITY if impact_pct >= floor), "low")
 
 
-def speedup_of(base: list[float], faster: list[float]) -> tuple[float, tuple[float, float]]:
-    """Median throughput ratio of two sample sets, with its bootstrap 95% interval."""
-    return float(np.median(faster) / np.median(base)), speedup_interval(base, faster)
+def speedup_of(base: list[float], faster: list[float],
+               result: Result) -> tuple[float, tuple[float, float]]:
+    """Throughput ratio of two sample sets of `result` with its 95% interval (paired when the
+    study measured them in interleaved rounds)."""
+    return speedup(base, faster, paired=bool(result.get("rounds")))
 
 
 def _found(title: str, study: str, speedup: tuple[float, Any], change: str, evidence: str,
-           workload: str) -> Bottleneck | None:
+           workload: str, keeps_quality: bool = True) -> Bottleneck | None:
     """A bottleneck worth 1 − 1/speedup of the time, if the interval's low end is above 1."""
     ratio, (low, high) = speedup
     if low <= 1:  # the saving is within the noise: nothing to rank
@@ -79,7 +84,7 @@ def _found(title: str, study: str, speedup: tuple[float, Any], change: str, evid
     impact = 100 * (1 - 1 / ratio)
     return Bottleneck(title, study, round(impact, 2),
                       [round(100 * (1 - 1 / low), 2), round(100 * (1 - 1 / high), 2)],
-                      severity_of(impact), change, evidence, workload)
+                      severity_of(impact), change, evidence, workload, keeps_quality)
 
 
 def _reliable(*figures: Result | None) -> bool:
@@ -96,6 +101,8 @@ def padding(result: Result) -> Bottleneck | None:
     if result["workload"] != "stream":
         return None
     size = result["choices"]["stream"]["recommended_batch_size"]
+    if size not in _points(result, "bulk"):  # --quick times the stream alone
+        return None
     stream, bulk = _points(result, "stream")[size], _points(result, "bulk")[size]
     if stream["padding"]["real_share"] > bulk["padding"]["real_share"] - PADDING_MARGIN:
         return None  # both pad alike: a gap between them is not padding's
@@ -110,7 +117,7 @@ def padding(result: Result) -> Bottleneck | None:
                 f"{_tp(stream)} texts/s in arrival order, {_tp(bulk)} length-sorted")
     return _found("Padding in arrival-order batches", "batch_size",
                   speedup_of(stream["throughput_texts_per_s"]["samples"],
-                             bulk["throughput_texts_per_s"]["samples"]), change, evidence,
+                             bulk["throughput_texts_per_s"]["samples"], result), change, evidence,
                   "stream")
 
 
@@ -125,7 +132,7 @@ def batch_size_choice(result: Result) -> Bottleneck | None:
         return None
     return _found(f"Batch size {default} (sentence-transformers' default)", "batch_size",
                   speedup_of(points[default]["throughput_texts_per_s"]["samples"],
-                             points[best]["throughput_texts_per_s"]["samples"]),
+                             points[best]["throughput_texts_per_s"]["samples"], result),
                   f"batch_size={best}",
                   f"{workload}: {_tp(points[default])} texts/s at batch {default}, "
                   f"{_tp(points[best])} at batch {best}", workload)
@@ -133,24 +140,35 @@ def batch_size_choice(result: Result) -> Bottleneck | None:
 
 def experiment_family(title: str, names: tuple[str, ...] | Callable[[str], bool]
                       ) -> Callable[[Result], Bottleneck | None]:
-    """A rule: the best measured experiment of a family, as the bottleneck it removes."""
+    """A rule: the best measured experiment of a family that keeps quality, as the bottleneck it
+    removes; else its best one that costs quality, marked so."""
     def rule(result: Result) -> Bottleneck | None:
         base = _experiment(result, "fp32")
+        floor = 1 + aa_floor(result)
         picked = [e for e in result["experiments"] if e["status"] == "measured"
                   and (names(e["name"]) if callable(names) else e["name"] in names)
-                  and e["speedup_ci95"] and e["speedup_ci95"][0] > 1  # beyond the noise
+                  and e["speedup_ci95"] and e["speedup_ci95"][0] > floor  # beyond the noise
                   and _reliable(e)]
         if base is None or base["status"] != "measured" or not picked or not _reliable(base):
             return None
-        best = max(picked, key=lambda e: e["speedup"])
-        quality = best["quality"]["cosine_mean"] if best["quality"] else None
+        threshold = result.get("quality_threshold", 0.0)
+        keeping = [e for e in picked if _cosine(e) is not None and _cosine(e) >= threshold]
+        best = max(keeping or picked, key=lambda e: e["speedup"])
+        quality = _cosine(best)
         cost = f", mean cosine to fp32 {quality:.5f}" if quality is not None else ""
+        if not keeping:
+            cost += f" (below the {threshold} quality threshold)"
         return _found(title, "optimizations", (best["speedup"], best["speedup_ci95"]),
                       best["title"],
                       f"{best['title']} at batch {best['batch_size']}: {best['speedup']:.2f}× "
                       f"the fp32 baseline at batch {base['batch_size']}{cost}",
-                      result["workload"])
+                      result["workload"], keeps_quality=bool(keeping))
     return rule
+
+
+def _cosine(experiment: Result) -> float | None:
+    quality = experiment.get("quality")
+    return float(quality["cosine_mean"]) if quality else None
 
 
 def _experiment(result: Result, name: str) -> Result | None:
@@ -204,7 +222,7 @@ def find_bottlenecks(results: dict[str, Result], memory_budget_mb: float = 2048.
             found += [b for rule in rules if (b := rule(results[study])) is not None]
     if "memory" in results and (over := memory_budget(results["memory"], memory_budget_mb)):
         found.append(over)
-    return sorted(found, key=lambda b: (ORDER[b.severity], -b.impact_pct))
+    return sorted(found, key=lambda b: (not b.keeps_quality, ORDER[b.severity], -b.impact_pct))
 
 
 def find_context(results: dict[str, Result], memory_budget_mb: float = 2048.0) -> list[Context]:
@@ -224,7 +242,7 @@ def find_context(results: dict[str, Result], memory_budget_mb: float = 2048.0) -
 def padding_context(result: Result) -> Context:
     """How much of each workload's work is padding at its recommended batch size."""
     parts = []
-    for workload in ("bulk", "stream"):
+    for workload in result["choices"]:
         size = result["choices"][workload]["recommended_batch_size"]
         share = _points(result, workload)[size]["padding"]["real_share"]
         parts.append(f"{workload} at batch {size}: {_pct(share)} of computed tokens are real")

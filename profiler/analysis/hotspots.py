@@ -384,3 +384,38 @@ def alone(line: dict[str, Any]) -> dict[str, Any]:
     # The viewer reads a region's lines as `lines[lineno]`, by position in the list, which is
     # only right while every line of the file is listed; in a slim list it reads past the end.
     return line | {"start_region_line": line["lineno"], "end_region_line": line["lineno"]}
+
+
+AGREE_PP = 5.0  # percentage points two profiles may differ by and still agree
+
+
+def cross_check(functions: list[dict[str, Any]], reference: dict[str, Any] | None
+                ) -> dict[str, Any] | None:
+    """Scalene's top functions beside the independent profile's share of the same function.
+
+    A function agrees when the two shares differ by at most AGREE_PP points (or a quarter of the
+    larger); the rest are marked, with the direction of Scalene's error.
+    """
+    if not reference or not functions:
+        return None
+    rows = [_checked(f, _match(f, reference["functions"])) for f in functions]
+    agree = sum(row["agrees"] for row in rows)
+    return {"tool": reference["tool"], "what": reference["what"], "rows": rows,
+            "agree": agree, "total": len(rows), "tolerance_pp": AGREE_PP}
+
+
+def _match(function: dict[str, Any], found: list[dict[str, Any]]) -> dict[str, Any] | None:
+    name = str(function["function"]).rsplit(".", 1)[-1]
+    same = [r for r in found if r["path"] == function["path"] and r["function"] == name]
+    return min(same, key=lambda r: abs(r["line"] - function["line"])) if same else None
+
+
+def _checked(function: dict[str, Any], match: dict[str, Any] | None) -> dict[str, Any]:
+    scalene = float(function["cpu_total_pct"])
+    other = float(match["pct"]) if match else 0.0
+    agrees = abs(scalene - other) <= max(AGREE_PP, 0.25 * max(scalene, other))
+    verdict = "agree" if agrees else ("Scalene credits more" if scalene > other
+                                     else "Scalene credits less")
+    return {"file": function["file"], "line": function["line"], "name": function["name"],
+            "stage": function.get("stage"), "scalene_pct": scalene, "reference_pct": other,
+            "agrees": agrees, "verdict": verdict}

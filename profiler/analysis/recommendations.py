@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from profiler.measure.stats import speedup_interval
+from profiler.measure.stats import speedup as paired_speedup
 from profiler.measure.validity import unreliable
 
 Result = dict[str, Any]
@@ -97,8 +97,8 @@ def batch_size_recommendation(result: Result) -> tuple[Recommendation, str | Non
     if size == reference or not {size, reference} <= rows.keys():
         return None
     default, best = rows[reference]["throughput_texts_per_s"], rows[size]["throughput_texts_per_s"]
-    speedup = best["median"] / default["median"]
-    low, high = speedup_interval(default["samples"], best["samples"])
+    speedup, (low, high) = paired_speedup(default["samples"], best["samples"],
+                                          paired=bool(result.get("rounds")))
     if speedup <= 1 or low <= 1:
         return None
     why = (f"{workload}: {best['median']:,.1f} texts/s at batch {size} against "
@@ -175,9 +175,9 @@ def best_configuration(optimizations: Result) -> dict[str, Any] | None:
         return None
     candidates += [base, plain]  # doing nothing new may be the fastest
     best = max(candidates, key=lambda e: _median(e))
-    ratio = _median(best) / _median(plain)
-    low, high = speedup_interval(plain["throughput_texts_per_s"]["samples"],
-                                 best["throughput_texts_per_s"]["samples"])
+    ratio, (low, high) = paired_speedup(plain["throughput_texts_per_s"]["samples"],
+                                        best["throughput_texts_per_s"]["samples"],
+                                        paired=bool(optimizations.get("rounds")))
     doubt = distrusted(ratio, best, plain, "plain fp32 model.encode") if best is not plain else None
     return {"name": best["name"], "title": best["title"], "workload": best["workload"],
             "batch_size": best["batch_size"], "throughput_texts_per_s": _median(best),
@@ -241,7 +241,16 @@ def _rejection(experiment: Result, optimizations: Result) -> str | None:
         return f"gain without an interval: {speedup:.2f}×"
     if interval[0] <= 1:
         return f"gain within noise: {speedup:.2f}× ({interval[0]:.2f}–{interval[1]:.2f})"
+    if (floor := aa_floor(optimizations)) and interval[0] <= 1 + floor:
+        return (f"gain not beyond the A/A spread: {speedup:.2f}× ({interval[0]:.2f}–"
+                f"{interval[1]:.2f}), while fp32 against itself spread ±{100 * floor:.1f}%")
     return None
+
+
+def aa_floor(result: Result | None) -> float:
+    """The smallest change a run may claim: 0 when its A/A check passed (or predates it)."""
+    aa = (result or {}).get("aa")
+    return 0.0 if not aa or aa.get("passed", True) else float(aa.get("noise_floor") or 0.0)
 
 
 def _from_experiment(experiment: Result, optimizations: Result) -> Recommendation:

@@ -43,9 +43,25 @@ def summarize(samples: list[float]) -> Stats:
                  samples=[float(x) for x in values])
 
 
+def speedup(base: list[float], new: list[float],
+            paired: bool) -> tuple[float, tuple[float, float]]:
+    """Speedup of `new` over `base` (rates, higher is faster) with its 95% interval.
+
+    Paired samples come from the same interleaved rounds (profiler/measure/rounds.py), one per
+    round: the mean of each round's ratio, so drift cancels. Samples measured apart (runs written
+    before rounds) give the ratio of medians with a bootstrap interval.
+    """
+    from profiler.measure.rounds import paired_ratio
+
+    if paired and min(len(base), len(new)) >= 2:
+        ratio = paired_ratio(base, new)
+        return ratio.estimate, ratio.ci95
+    return float(np.median(new) / np.median(base)), speedup_interval(base, new)
+
+
 def speedup_interval(base_samples: list[float], samples: list[float], rounds: int = 2000,
                      seed: int = 0) -> tuple[float, float]:
-    """Bootstrap a 95% interval of median(samples) / median(base_samples)."""
+    """Bootstrap a 95% interval of median(samples) / median(base_samples) (unpaired)."""
     if not base_samples or not samples or rounds < 1 or min(base_samples) <= 0:
         raise ValueError("a speedup interval needs positive base samples, samples and rounds")
     rng = np.random.default_rng(seed)

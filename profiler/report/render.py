@@ -12,6 +12,7 @@ from typing import Any
 import jinja2
 
 from profiler.analysis.history import HISTORY_FILE, load_history
+from profiler.analysis.hotspots import cross_check
 from profiler.analysis.targets import check_targets
 from profiler.analysis.verdicts import FDR_Q
 from profiler.errors import ProfilerError, first_line
@@ -94,6 +95,10 @@ def load_run(run_dir: Path) -> dict[str, Any]:
                              "result", "model", "scalene")
                for name in summary["studies"]}
     config = require(run_dir / "config.json", read_json(run_dir / "config.json"), "settings")
+    for study in studies.values():  # Scalene's hotspots against the independent profile
+        hotspots = study.get("hotspots") or {}
+        study["hotspot_check"] = cross_check(hotspots.get("cpu_functions") or [],
+                                             study["result"].get("reference_profile"))
     if "targets" not in summary:  # a run built before targets: judge its headline figures now
         summary["targets"] = [t.to_dict() for t in check_targets(
             summary["studies"], config["settings"].get("targets") or {})]

@@ -50,6 +50,12 @@ def measure_each(values: tuple[int, ...], label: str, measure: Callable[[int], T
     return points
 
 
+def round_progress(rounds: int, rates: dict[str, list[float]], widths: dict[str, float]) -> None:
+    """Tell the parent how far a comparison's interleaved rounds are."""
+    widest = max(widths.values(), default=0.0)
+    emit("repeat", count=rounds, value=f"round {rounds}: widest interval ±{100 * widest:.1f}%")
+
+
 @dataclass
 class Profiling:
     """Switches Scalene's profiling on for a block when the study runs under Scalene."""

@@ -1,32 +1,57 @@
 """Batch-size study: bulk and stream at every batch size, single queries, and padding remedies.
 
-Every pass encodes the whole request (profiler/workloads.py). Passes go round-robin over the
-batch sizes and workloads, so a machine that drifts during the study slows every configuration
-alike instead of the last ones measured.
+Batch sizes, and the stream's padding remedies, are compared in interleaved rounds
+(profiler/measure/rounds.py): each round runs every contender once, in a shuffled order, on a
+share of the batches the whole request forms (profiler/workloads.py), with an A/A twin of the
+reference; rounds stop once every claim is precise enough or the study's budget is spent.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
 
+from profiler.config import Settings
+from profiler.measure.callprofile import profile_call
 from profiler.measure.flops import model_config
 from profiler.measure.memory import cuda_peaks_mb, cuda_reset_peak
 from profiler.measure.metrics import Metric, metric
-from profiler.measure.stats import Stats, speedup_interval, summarize
+from profiler.measure.rounds import (
+    AA_SUFFIX,
+    AaCheck,
+    Claims,
+    Outcome,
+    Rates,
+    aa_check,
+    paired_ratio,
+    precision_of,
+    rate_width,
+    ratio_widths,
+    run_rounds,
+)
+from profiler.measure.stats import Stats, summarize
 from profiler.measure.validity import Validity, check
-from profiler.studies.base import Study, StudyContext, emit, plain_python, quick_subset
+from profiler.studies.base import (
+    Study,
+    StudyContext,
+    emit,
+    plain_python,
+    quick_subset,
+    round_progress,
+)
 from profiler.workloads import (
     DESCRIPTIONS,
     Padding,
     Schedule,
+    Share,
     model_encode,
     padding_of,
-    run_schedule,
     run_workload,
     schedule_for,
     spread,
@@ -40,6 +65,7 @@ DEFAULT_BATCH_SIZE = 32  # sentence-transformers' encode() default: the referenc
 BATCHED = ("bulk", "stream")
 QUERY_CHUNK = 25  # queries per throughput sample
 SORT_WINDOW = 8  # batches a stream waits for before sorting them by length
+REMEDY_BUDGET_SHARE = 0.5  # of a comparison's budget: the remedies are a side question
 
 
 @dataclass(frozen=True)
@@ -93,25 +119,6 @@ class Overhead:
 Row = TypeVar("Row", WorkloadPoint, Remedy)
 
 
-class Passes:
-    """Call seconds per configuration, collected over round-robin passes."""
-
-    def __init__(self) -> None:
-        self.calls: dict[tuple[str, int], list[list[float]]] = {}
-
-    def add(self, key: tuple[str, int], seconds: list[float]) -> None:
-        """Keep one pass's call seconds."""
-        self.calls.setdefault(key, []).append(seconds)
-
-    def throughput(self, key: tuple[str, int], texts: int) -> Stats:
-        """Texts per second of each pass."""
-        return summarize([texts / sum(p) for p in self.calls[key]])
-
-    def latency_ms(self, key: tuple[str, int]) -> Stats:
-        """Every call's milliseconds, over all passes."""
-        return summarize([1000 * s for p in self.calls[key] for s in p])
-
-
 class BatchSizeStudy(Study):
     """Bulk and stream throughput at each batch size; query latency; padding and its remedies."""
 
@@ -119,31 +126,42 @@ class BatchSizeStudy(Study):
     TITLE = "Batch size and workloads"
 
     def run(self, ctx: StudyContext) -> dict[str, Any]:
-        """Measure every workload, pick batch sizes, time the stream's padding remedies."""
+        """Compare batch sizes in rounds, pick them, time queries and the padding remedies."""
         texts = ctx.request
         tokens = token_counts(ctx.model, texts, ctx.info.max_seq_length)
-        sizes = measured_sizes(ctx.settings.batch_sizes, ctx.settings.quick)
-        cold = cold_start(ctx)
+        sizes = measured_sizes(ctx.settings.batch_sizes, ctx.settings.quick, len(texts))
+        quick = ctx.settings.quick
+        cold = None if quick else cold_start(ctx)  # a fresh process: a full build's question
         ctx.model.encode(texts[:sizes[0]], batch_size=sizes[0])  # first-call costs: no size's
-        points = [checked(p, ctx) for p in measure_batched(ctx, texts, tokens, sizes)]
+        workloads = batched_workloads(ctx.settings)
+        comparison = measure_batched(ctx, texts, tokens, sizes, workloads)
+        points = comparison.points
         chosen = {w: pick_batch_sizes([p for p in points if p.workload == w],
-                                      ctx.settings.recommend_within) for w in BATCHED}
+                                      ctx.settings.recommend_within) for w in workloads}
         query = measure_query(ctx, texts, tokens)
-        remedies = [checked(r, ctx)
-                    for r in measure_remedies(ctx, texts, tokens, chosen["stream"][1])]
-        overhead = None
+        remedies: list[Remedy] = []
+        remedy_rounds: Outcome | None = None
+        if "stream" in chosen:
+            remedies, remedy_rounds = measure_remedies(ctx, texts, tokens, chosen["stream"][1])
+        overhead, bulk_size = None, chosen[compared_workload(ctx.settings.workload)][1]
         if ctx.profiling.under_scalene:
-            overhead = measure_overhead(ctx, chosen["bulk"][1])
+            overhead = measure_overhead(ctx, bulk_size)
+        reference = reference_profile(ctx, bulk_size)
         return {
             "workload": ctx.settings.workload, "descriptions": DESCRIPTIONS,
             "request": request_facts(ctx, texts, tokens), "default_batch_size": DEFAULT_BATCH_SIZE,
             "recommend_within": ctx.settings.recommend_within,
+            "reference": comparison.reference, "rounds": comparison.outcome.to_dict(),
+            "aa": comparison.aa.to_dict() if comparison.aa else None,
+            "round_texts": ctx.settings.timing.round_texts,
             "points": [asdict(p) for p in points],
             "choices": {w: {"fastest_batch_size": f, "recommended_batch_size": r}
                         for w, (f, r) in chosen.items()},
             "query": {**query, "cold_start": cold},
             "remedies": [asdict(r) for r in remedies],
-            "scalene_overhead": asdict(overhead) if overhead else None}
+            "remedy_rounds": remedy_rounds.to_dict() if remedy_rounds else None,
+            "scalene_overhead": asdict(overhead) if overhead else None,
+            "reference_profile": reference}
 
     @staticmethod
     def headline(result: dict[str, Any]) -> dict[str, Any]:
@@ -156,52 +174,130 @@ class BatchSizeStudy(Study):
         return metrics_of(result)
 
 
-def measured_sizes(sizes: tuple[int, ...], quick: bool = False) -> list[int]:
-    """The batch sizes asked for (under --quick three of them), plus the default 32, in order."""
-    return sorted({*(quick_subset(sizes) if quick else sizes), DEFAULT_BATCH_SIZE})
+def measured_sizes(sizes: tuple[int, ...], quick: bool = False,
+                   texts: int | None = None) -> list[int]:
+    """The batch sizes asked for (under --quick three of them), plus the default 32, in order.
+
+    Sizes above half the request are left out (the smallest is always kept): one batch of
+    the whole request is no batching question.
+    """
+    fitting = [s for s in sizes if texts is None or 2 * s <= texts] or [min(sizes)]
+    return sorted({*(quick_subset(fitting) if quick else fitting), DEFAULT_BATCH_SIZE})
+
+
+def batched_workloads(settings: Settings) -> tuple[str, ...]:
+    """Bulk and stream; under --quick only the one whose batch size is the claim."""
+    return (compared_workload(settings.workload),) if settings.quick else BATCHED
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every batch size's point, measured in the same rounds, and how the rounds went."""
+
+    points: list[WorkloadPoint]
+    reference: str
+    outcome: Outcome
+    aa: AaCheck | None
+
+
+def compared_workload(workload: str) -> str:
+    """The batched workload whose sizes are the claim: the chosen one, bulk for queries."""
+    return workload if workload in BATCHED else "bulk"
+
+
+def contender(workload: str, size: int) -> str:
+    """A contender's name in the rounds: `bulk@32`."""
+    return f"{workload}@{size}"
 
 
 def measure_batched(ctx: StudyContext, texts: list[str], tokens: list[int],
-                    sizes: list[int]) -> list[WorkloadPoint]:
-    """Round-robin passes of bulk and stream at every size over the whole request."""
-    encode, passes = model_encode(ctx.model), Passes()
-    repeats = ctx.settings.timing.workload_repeats
+                    sizes: list[int], workloads: tuple[str, ...] = BATCHED) -> Comparison:
+    """Bulk and stream at every size, and the reference's A/A twin, in interleaved rounds."""
+    encode, timing = model_encode(ctx.model), ctx.settings.timing
+    reference = contender(compared_workload(ctx.settings.workload), DEFAULT_BATCH_SIZE)
+    shares = {contender(w, size): Share(encode, texts, tokens, schedule_for(w, texts, size),
+                                        w == "bulk", size, ctx.device, timing.round_texts)
+              for w in workloads for size in sizes}
+    shares[reference + AA_SUFFIX] = replace(shares[reference], calls=None, shares=None)
     cuda: dict[int, dict[str, float] | None] = {}
-    for round_ in range(repeats):
-        emit("config", label=f"bulk and stream, pass {round_ + 1} of {repeats}",
-             index=round_, total=repeats)
-        for size in sizes:
-            cuda_reset_peak(ctx.device)
-            for workload in BATCHED:
-                passes.add((workload, size), run_workload(workload, encode, texts, size,
-                                                          ctx.device))
-            cuda[size] = cuda_peaks_mb(ctx.device)
-            bulk = len(texts) / sum(passes.calls[("bulk", size)][-1])
-            emit("repeat", count=size, value=f"batch {size}: bulk {bulk:,.0f} texts/s")
-        emit("done", label=f"pass {round_ + 1}", summary=f"{len(sizes)} batch sizes")
+    runners = {name: _with_cuda_peak(share, cuda, ctx.device) for name, share in shares.items()}
+    emit("config", label=f"{len(shares)} batch-size contenders, interleaved rounds",
+         index=0, total=1)
+    for run in runners.values():
+        run(-1)  # warm every batch shape once, uncounted
+    rates, outcome = run_rounds(runners, precision_of(timing),
+                                _claims(ctx, reference, sizes, workloads), on_round=round_progress)
+    emit("done", label="batch sizes", summary=f"{outcome.rounds} rounds, {outcome.stopped_by}")
     config = model_config(ctx.model)
-    return [point(w, size, texts, tokens, passes, config, cuda[size])
-            for w in BATCHED for size in sizes]
+    points = [point(w, size, texts, tokens, shares[contender(w, size)], rates, config,
+                    cuda.get(size), ctx, reference) for w in workloads for size in sizes]
+    return Comparison(points, reference, outcome, aa_check(rates, reference, timing.precision))
 
 
-def point(workload: str, size: int, texts: list[str], tokens: list[int], passes: Passes,
-          config: dict[str, int], cuda: dict[str, float] | None) -> WorkloadPoint:
-    """Summarize one workload at one size."""
-    schedule = schedule_for(workload, texts, size)
-    throughput = passes.throughput((workload, size), len(texts))
+def _with_cuda_peak(share: Share, cuda: dict[int, dict[str, float] | None],
+                    device: str) -> Callable[[int], float]:
+    """The share's run, keeping the largest CUDA memory peak seen at its batch size."""
+    def run(round_: int) -> float:
+        cuda_reset_peak(device)
+        rate = share(round_)
+        peaks = cuda_peaks_mb(device)
+        if peaks is not None:
+            before = cuda.get(share.batch_size) or {}
+            cuda[share.batch_size] = {k: max(v, before.get(k, 0.0)) for k, v in peaks.items()}
+        return rate
+    return run
+
+
+def _claims(ctx: StudyContext, reference: str, sizes: list[int],
+            workloads: tuple[str, ...]) -> Claims:
+    """What must be precise: the A/A, each workload's fastest size against 32, the chosen
+    workload's recommended size against its fastest, and the headline throughput."""
+    within, chosen = ctx.settings.recommend_within, reference.split("@")[0]
+
+    def claims(rates: Rates) -> dict[str, float]:
+        pairs = [(reference, reference + AA_SUFFIX)]
+        headline = math.inf
+        for workload in workloads:
+            medians = {s: float(np.median(rates[contender(workload, s)])) for s in sizes}
+            fastest = max(medians, key=lambda s: medians[s])
+            pairs.append((contender(workload, DEFAULT_BATCH_SIZE), contender(workload, fastest)))
+            if workload == chosen:
+                floor = medians[fastest] * (1 - within)
+                recommended = min(s for s in sizes if medians[s] >= floor)
+                pairs.append((contender(workload, fastest), contender(workload, recommended)))
+                headline = rate_width(rates[contender(workload, fastest)])
+        widths = ratio_widths(rates, [(a, b) for a, b in pairs if a != b])
+        return {**widths, f"{chosen} at its fastest size": headline}
+    return claims
+
+
+def point(workload: str, size: int, texts: list[str], tokens: list[int], share: Share,
+          rates: Rates, config: dict[str, int], cuda: dict[str, float] | None,
+          ctx: StudyContext, reference: str) -> WorkloadPoint:
+    """Summarize one workload at one size from its rounds."""
+    name = contender(workload, size)
+    throughput = summarize(rates[name])
+    if workload == "bulk":  # one call over the whole request: its estimated seconds per round
+        latencies = [1000 * len(texts) / rate for rate in rates[name]]
+    else:
+        latencies = [1000 * s for calls in share.calls or [] for s in calls]
+    twin = reference + AA_SUFFIX if name == reference else reference
     return WorkloadPoint(
         workload=workload, batch_size=size, texts=len(texts),
-        calls_per_pass=1 if workload == "bulk" else len(schedule),
-        throughput_texts_per_s=throughput, call_latency_ms=passes.latency_ms((workload, size)),
+        calls_per_pass=1 if workload == "bulk" else len(share.schedule),
+        throughput_texts_per_s=throughput, call_latency_ms=summarize(latencies),
         latency_per_text_ms=1000.0 / throughput.median,
         tokens_per_s=sum(tokens) * throughput.median / len(texts),
-        padding=padding_of(schedule, tokens, config), cuda_memory_mb=cuda)
+        padding=padding_of(share.schedule, tokens, config), cuda_memory_mb=cuda,
+        validity=paired_validity(rates[twin], rates[name], ctx))
 
 
-def checked(row: Row, ctx: StudyContext) -> Row:
-    """The point or remedy with its throughput samples checked for noise and count."""
-    return replace(row, validity=check(row.throughput_texts_per_s.samples, ctx.settings.max_cv,
-                                       ctx.settings.min_samples))
+def paired_validity(base: list[float], new: list[float], ctx: StudyContext) -> Validity:
+    """Whether a figure can carry a claim: judged on its per-round ratios to the reference, so
+    drift that moves every contender alike does not count as noise."""
+    count = min(len(base), len(new))
+    ratios = [n / b for b, n in zip(base[:count], new[:count], strict=True)]
+    return check(ratios, ctx.settings.max_cv, ctx.settings.min_samples)
 
 
 def pick_batch_sizes(points: list[WorkloadPoint], within: float) -> tuple[int, int]:
@@ -270,44 +366,58 @@ def default_budget(tokens: list[int], size: int, budget: int | None) -> int:
 
 
 def measure_remedies(ctx: StudyContext, texts: list[str], tokens: list[int],
-                     size: int) -> list[Remedy]:
-    """Time the stream and its padding remedies round-robin; speedups against the stream."""
+                     size: int) -> tuple[list[Remedy], Outcome | None]:
+    """The stream and its padding remedies in interleaved rounds; speedups paired with the stream.
+
+    A sort-window remedy runs whole windows, so each text's latency counts the wait for the
+    batches sorted ahead of it.
+    """
     budget = default_budget(tokens, size, ctx.settings.token_budget)
     plans = remedy_schedules(texts, tokens, size, budget)
     if ctx.settings.quick and ctx.settings.token_budget is None:  # one remedy is enough to check
         plans.pop("token_budget")
-    encode, repeats = model_encode(ctx.model), ctx.settings.timing.workload_repeats
-    seconds: dict[str, list[list[float]]] = {name: [] for name in plans}
+    encode, round_texts = model_encode(ctx.model), ctx.settings.timing.round_texts
+    shares = {name: Share(encode, texts, tokens, schedule, False, size, ctx.device,
+                          max(round_texts, size * (window or 1)), window or 1)
+              for name, (_, schedule, window) in plans.items()}
     emit("config", label=f"padding remedies at batch {size}", index=0, total=1)
-    for round_ in range(repeats):
-        for name, (_, schedule, _) in plans.items():
-            seconds[name].append(run_schedule(encode, texts, schedule, ctx.device))
-        emit("repeat", count=round_ + 1, value=f"{len(plans)} schedules")
+    for share in shares.values():
+        share(-1)
+    rates, outcome = run_rounds(
+        dict(shares), precision_of(ctx.settings.timing, REMEDY_BUDGET_SHARE),
+        lambda r: ratio_widths(r, [("stream", name) for name in shares if name != "stream"]),
+        seed=1, on_round=round_progress)
     config = model_config(ctx.model)
-    rows = [remedy(name, title, schedule, window, seconds[name], len(texts), size,
-                   budget if name == "token_budget" else None, tokens, config)
-            for name, (title, schedule, window) in plans.items()]
+    rows = [remedy(name, title, shares[name], window, rates, len(texts), size,
+                   budget if name == "token_budget" else None, tokens, config, ctx)
+            for name, (title, _, window) in plans.items()]
     emit("done", label="padding remedies", summary=f"{len(rows) - 1} remedies")
-    return [against_stream(r, rows[0]) for r in rows]
+    return with_added_latency(rows), outcome
 
 
-def remedy(name: str, title: str, schedule: Schedule, window: int | None,
-           passes: list[list[float]], texts: int, size: int, budget: int | None,
-           tokens: list[int], config: dict[str, int]) -> Remedy:
-    """Summarize one remedy's passes."""
-    latencies = [ms for p in passes for ms in window_latencies_ms(p, schedule, window or 1)]
-    return Remedy(name=name, title=title, batch_size=size, window_batches=window,
-                  token_budget=budget, calls_per_pass=len(schedule),
-                  throughput_texts_per_s=summarize([texts / sum(p) for p in passes]),
-                  latency_ms=summarize(latencies), padding=padding_of(schedule, tokens, config))
+def remedy(name: str, title: str, share: Share, window: int | None, rates: Rates, texts: int,
+           size: int, budget: int | None, tokens: list[int], config: dict[str, int],
+           ctx: StudyContext) -> Remedy:
+    """Summarize one remedy's rounds; its speedup is paired with the plain stream's."""
+    latencies = [ms for calls, part in zip(share.calls or [], share.shares or [], strict=True)
+                 for ms in window_latencies_ms(calls, part, window or 1)]
+    row = Remedy(name=name, title=title, batch_size=size, window_batches=window,
+                 token_budget=budget, calls_per_pass=len(share.schedule),
+                 throughput_texts_per_s=summarize(rates[name]),
+                 latency_ms=summarize(latencies), padding=padding_of(share.schedule, tokens,
+                                                                    config),
+                 validity=paired_validity(rates["stream"], rates[name], ctx))
+    if name == "stream":
+        return row
+    ratio = paired_ratio(rates["stream"], rates[name])
+    return replace(row, speedup=ratio.estimate, speedup_ci95=ratio.ci95)
 
 
-def against_stream(row: Remedy, stream: Remedy) -> Remedy:
-    """Fill in the speedup over the plain stream and the p95 latency it adds."""
-    base, new = stream.throughput_texts_per_s, row.throughput_texts_per_s
-    return replace(row, speedup=new.median / base.median,
-                   speedup_ci95=speedup_interval(base.samples, new.samples),
-                   added_latency_ms_p95=row.latency_ms.p95 - stream.latency_ms.p95)
+def with_added_latency(rows: list[Remedy]) -> list[Remedy]:
+    """Each remedy's p95 latency over the plain stream's."""
+    stream = rows[0].latency_ms.p95
+    return [r if r.name == "stream" else replace(r, added_latency_ms_p95=r.latency_ms.p95 - stream)
+            for r in rows]
 
 
 def measure_overhead(ctx: StudyContext, batch_size: int) -> Overhead:
@@ -326,6 +436,13 @@ def measure_overhead(ctx: StudyContext, batch_size: int) -> Overhead:
     return Overhead(workload="bulk", batch_size=batch_size, rounds=rounds,
                     off_texts_per_s=off_stats, on_texts_per_s=on_stats,
                     overhead_pct=(off_stats.median / on_stats.median - 1) * 100)
+
+
+def reference_profile(ctx: StudyContext, batch_size: int) -> dict[str, Any]:
+    """cProfile over one plain bulk encode, as Scalene profiled it: its hotspots' cross-check."""
+    texts = spread(ctx.request, ctx.settings.timing.texts_per_repeat)
+    return profile_call(lambda: model_encode(ctx.model)(texts, batch_size),
+                        f"one bulk encode of {len(texts)} texts at batch {batch_size}")
 
 
 def request_facts(ctx: StudyContext, texts: list[str], tokens: list[int]) -> dict[str, Any]:
@@ -349,13 +466,15 @@ def headline_of(result: dict[str, Any]) -> dict[str, Any]:
     overhead = result.get("scalene_overhead")
     figures: dict[str, Any] = {
         "workload": workload, "request_texts": result["request"]["texts"],
-        "bulk_best_texts_per_s": best["bulk"], "stream_best_texts_per_s": best["stream"],
+        "bulk_best_texts_per_s": best.get("bulk"), "stream_best_texts_per_s": best.get("stream"),
         "query_latency_ms_p50": query["latency_ms"]["p50"],
         "query_latency_ms_p95": query["latency_ms"]["p95"],
         "query_latency_ms_p99": query["latency_ms"]["p99"],
         "query_latency_ms_max": query["latency_ms"]["max"],
         "cold_start_s": (query["cold_start"] or {}).get("total_s"),
-        "scalene_overhead_pct": overhead["overhead_pct"] if overhead else None}
+        "scalene_overhead_pct": overhead["overhead_pct"] if overhead else None,
+        "aa": result.get("aa"), "rounds": (result.get("rounds") or {}).get("rounds"),
+        "stopped_by": (result.get("rounds") or {}).get("stopped_by")}
     if workload == "query":
         return {**figures, "fastest_batch_size": None, "recommended_batch_size": None,
                 "best_throughput_texts_per_s": query["throughput_texts_per_s"]["median"],

@@ -20,7 +20,6 @@ from profiler.studies.base import (
     StudyContext,
     measure_each,
     plain_python,
-    quick_subset,
 )
 from profiler.workloads import request_of
 
@@ -62,7 +61,7 @@ class MemoryStudy(Study):
         """Probe every batch size in its own process; profile one encode here for Scalene."""
         sizes = probe_sizes(ctx.settings.batch_sizes, ctx.settings.quick)
         # RSS is per process, so probes may overlap; running them together cuts the wait
-        with ThreadPoolExecutor(max_workers=3 if ctx.settings.quick else 2) as pool:
+        with ThreadPoolExecutor(max_workers=2) as pool:
             pending = {size: pool.submit(probe, ctx, size) for size in sizes}
             outcomes = measure_each(sizes, "batch {}", lambda size: pending[size].result(),
                                     describe)
@@ -104,8 +103,10 @@ class MemoryStudy(Study):
 
 
 def probe_sizes(sizes: tuple[int, ...], quick: bool) -> tuple[int, ...]:
-    """Every batch size; under --quick only the smallest, a middle one and the largest."""
-    return quick_subset(sizes) if quick else sizes
+    """Every batch size; under --quick the smallest and the largest (a line needs two)."""
+    if not quick:
+        return sizes
+    return tuple(sorted({min(sizes), max(sizes)}))
 
 
 def workload(ctx: StudyContext, batch_size: int) -> list[str]:

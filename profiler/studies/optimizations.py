@@ -1,13 +1,16 @@
 """Optimization experiments: each configuration on the chosen workload at its own best batch size.
 
-Every variant (profiler/variants.py) first searches the batch sizes on a sample of the request,
-then runs the whole request at the fastest size it found, like a person looping over batch
-sizes and dtypes would. Its embeddings of the corpus are compared with the fp32 baseline's.
+Every variant (profiler/variants.py) is built and searches the batch sizes on a sample of the
+request, like a person looping over batch sizes and dtypes would. Then all of them, plain fp32
+and its A/A twin included, are timed side by side in interleaved rounds at the sizes they found
+(profiler/measure/rounds.py): each speedup comes from per-round ratios to fp32. Each variant's
+embeddings of the corpus are compared with fp32's.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -17,21 +20,32 @@ from profiler.analysis.quality import measure_quality
 from profiler.measure.flops import model_config
 from profiler.measure.memory import PeakRss
 from profiler.measure.peak import Peak, cpu_flags, measure_peak, peak_dtypes
-from profiler.measure.stats import Stats, speedup_interval, summarize
+from profiler.measure.rounds import (
+    AA_SUFFIX,
+    Outcome,
+    Rates,
+    aa_check,
+    paired_ratio,
+    precision_of,
+    ratio_widths,
+    run_rounds,
+)
+from profiler.measure.stats import Stats, summarize
 from profiler.measure.validity import MAX_CV, MIN_SAMPLES, Validity, check
-from profiler.studies.base import Study, StudyContext, emit
-from profiler.studies.batch_size import DEFAULT_BATCH_SIZE, QUERY_CHUNK, measured_sizes
-from profiler.variants import Encode, Skip, Variant, baseline, variants
+from profiler.studies.base import Study, StudyContext, emit, round_progress
+from profiler.studies.batch_size import DEFAULT_BATCH_SIZE, measured_sizes
+from profiler.variants import Encode, Skip, Variant, variants
 from profiler.workloads import (
     Schedule,
+    Share,
     padding_of,
     run_schedule,
-    run_workload,
     schedule_for,
     spread,
     token_counts,
 )
 
+BASELINE = "fp32"
 PRUNE_BELOW = 0.5  # a variant under half the baseline's speed on the search sample is not timed
 
 
@@ -76,15 +90,29 @@ class Bench:
     sizes: list[int]
     search_texts: int
     quality_texts: list[str]
-    repeats: int
+    round_texts: int
     peaks: dict[str, float]
     config: dict[str, int]
     reference: np.ndarray | None = None
-    base_samples: list[float] | None = None
     base_size: int | None = None
     base_search: dict[int, float] | None = None  # the baseline's texts/s per searched size
     max_cv: float = MAX_CV  # samples spread wider than this are too noisy to claim on
     min_samples: int = MIN_SAMPLES
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A variant built and its batch size found: ready for the rounds."""
+
+    variant: Variant
+    encode: Encode
+    batch_size: int
+    search: dict[int, float]
+    setup_s: float
+    memory_mb: float
+
+
+OPTIMIZATIONS_BUDGET_SHARE = 1.5  # of a comparison's budget: the most contenders of any study
 
 
 class OptimizationsStudy(Study):
@@ -94,25 +122,30 @@ class OptimizationsStudy(Study):
     TITLE = "Optimizations"
 
     def run(self, ctx: StudyContext) -> dict[str, Any]:
-        """Measure the machine's peak, then every selected variant, baseline first."""
+        """Measure the machine's peak; build every variant; time them all in rounds."""
         peaks = measure_peaks(ctx)
         bench = make_bench(ctx, {p.dtype: p.best_gflops for p in peaks})
-        results: list[Experiment] = []
         chosen = selected_variants(ctx)
-        for index, variant in enumerate(chosen):
-            emit("config", label=variant.title, index=index, total=len(chosen))
-            if results and results[0].status != "measured":  # nothing to compare with
-                results.append(Experiment(**_base(variant), status="skipped",
-                                          reason="the fp32 baseline could not be measured"))
+        rates: Rates = {}
+        outcome: Outcome | None = None
+        with ExitStack() as stack:
+            entries = [prepare_variant(ctx, stack, v, bench, i, len(chosen))
+                       for i, v in enumerate(chosen)]
+            ready = [e for e in entries if isinstance(e, Prepared)]
+            if not ready or ready[0].variant.name != "fp32":
+                results = [e if isinstance(e, Experiment) else _no_baseline(e.variant)
+                           for e in entries]
             else:
-                results.append(run_variant(ctx, variant, bench))
-            emit("done", label=variant.title, summary=_summary(results[-1], bench))
-        drift = remeasure_baseline(ctx, bench) if results[0].status == "measured" else None
-        results = [with_speedup(r, bench) for r in results]
+                rates, outcome, shares = compare_variants(ctx, bench, ready)
+                results = [e if isinstance(e, Experiment) else
+                           measured(e, bench, rates, shares[e.variant.name]) for e in entries]
+        aa = aa_check(rates, BASELINE, ctx.settings.timing.precision) if rates else None
         return {"workload": bench.workload, "texts": len(bench.texts),
                 "batch_sizes": bench.sizes, "search_texts": bench.search_texts,
-                "default_batch_size": DEFAULT_BATCH_SIZE, "baseline_drift": drift,
-                "quality_texts": len(bench.quality_texts), "baseline": "fp32",
+                "default_batch_size": DEFAULT_BATCH_SIZE, "round_texts": bench.round_texts,
+                "rounds": outcome.to_dict() if outcome else None,
+                "aa": aa.to_dict() if aa else None,
+                "quality_texts": len(bench.quality_texts), "baseline": BASELINE,
                 "quality_threshold": ctx.settings.quality_threshold,
                 "peaks": [p.to_dict() for p in peaks], "cpu_flags": cpu_flags(),
                 "experiments": [asdict(r) for r in results]}
@@ -123,22 +156,17 @@ class OptimizationsStudy(Study):
         from profiler.analysis.recommendations import best_configuration
 
         return {"workload": result["workload"], "best": best_configuration(result),
+                "aa": result.get("aa"),
                 "measured": sum(e["status"] == "measured" for e in result["experiments"]),
                 "skipped": sum(e["status"] != "measured" for e in result["experiments"])}
-
-
-def _summary(experiment: Experiment, bench: Bench) -> str:
-    if experiment.throughput_texts_per_s is None or not bench.base_samples:
-        return experiment.status
-    ratio = experiment.throughput_texts_per_s.median / np.median(bench.base_samples)
-    return f"{ratio:.2f}x at batch {experiment.batch_size}"
 
 
 def measure_peaks(ctx: StudyContext) -> list[Peak]:
     """The matmul peak for each dtype the device offers (shorter under --quick)."""
     emit("config", label="matmul peak", index=0, total=1)
     quick = ctx.settings.quick
-    found = [measure_peak(ctx.device, dtype, size=1024, min_time_s=0.2 if quick else 0.5,
+    found = [measure_peak(ctx.device, dtype, size=512 if quick else 1024,
+                          min_time_s=0.2 if quick else 0.5,
                           repeats=2 if quick else 5) for dtype in peak_dtypes(ctx.device)]
     return [p for p in found if p is not None]
 
@@ -148,10 +176,10 @@ def make_bench(ctx: StudyContext, peaks: dict[str, float]) -> Bench:
     timing, workload = ctx.settings.timing, ctx.settings.workload
     texts = spread(ctx.request, timing.query_texts) if workload == "query" else ctx.request
     sizes = ([1] if workload == "query"
-             else measured_sizes(ctx.settings.batch_sizes, ctx.settings.quick))
+             else measured_sizes(ctx.settings.batch_sizes, ctx.settings.quick, len(ctx.request)))
     return Bench(workload, texts, token_counts(ctx.model, texts, ctx.info.max_seq_length),
                  sizes, timing.search_texts, ctx.texts[:timing.quality_texts],
-                 timing.workload_repeats, peaks, model_config(ctx.model),
+                 timing.round_texts, peaks, model_config(ctx.model),
                  max_cv=ctx.settings.max_cv, min_samples=ctx.settings.min_samples)
 
 
@@ -169,44 +197,77 @@ def selected_variants(ctx: StudyContext) -> list[Variant]:
             or v.family in wanted]
 
 
-def run_variant(ctx: StudyContext, variant: Variant, bench: Bench) -> Experiment:
-    """Build the variant, search its batch size, time it, embed the quality texts."""
+def prepare_variant(ctx: StudyContext, stack: ExitStack, variant: Variant, bench: Bench,
+                    index: int, total: int) -> Prepared | Experiment:
+    """Build the variant (kept open in `stack`) and search its batch size, or say why not."""
+    emit("config", label=variant.title, index=index, total=total)
+    found = _prepare(ctx, stack, variant, bench)
+    summary = (f"batch {found.batch_size}, {max(found.search.values()):,.0f} texts/s (sample)"
+               if isinstance(found, Prepared) else found.status)
+    emit("done", label=variant.title, summary=summary)
+    return found
+
+
+def _prepare(ctx: StudyContext, stack: ExitStack, variant: Variant,
+             bench: Bench) -> Prepared | Experiment:
     base = _base(variant)
     if ctx.settings.quick and not variant.quick:
         return Experiment(**base, status="skipped", reason="not run under --quick")
-    if (reason := nothing_to_cut(variant, bench) or same_as_baseline(variant, bench)):
+    if (reason := same_as_baseline(variant, bench)):
         return Experiment(**base, status="skipped", reason=reason)
     started = time.perf_counter()
     try:
-        with variant.build(ctx) as encode:
+        with PeakRss() as memory:
+            encode = stack.enter_context(variant.build(ctx))
             setup_s = time.perf_counter() - started
             search = search_batch_size(ctx, encode, bench, variant.batch_size)
-            size = max(search, key=lambda s: search[s])
-            if (reason := too_slow(variant, bench, search)) is not None:
-                return Experiment(**base, status="skipped", reason=reason, workload=bench.workload,
-                                  batch_size=size, search_texts_per_s=_keys(search))
-            seconds, memory = time_variant(ctx, encode, bench, size)
-            embeddings = encode(bench.quality_texts, size if size > 1 else DEFAULT_BATCH_SIZE)
-            threads = int(getattr(encode, "threads", None) or _torch_threads())
-            graph = str(getattr(encode, "graph", None) or variant.graph)
-            variant = replace(variant, peak_dtype=getattr(encode, "peak_dtype", variant.peak_dtype))
     except Skip as skip:
         return Experiment(**base, status="skipped", reason=str(skip))
     except Exception as exc:  # a user's model may not export or compile: report, go on
         return Experiment(**base, status="failed", reason=_first_line(exc))
-    return measured(variant, bench, size, search, seconds, memory, setup_s, embeddings,
-                    threads, graph)
+    size = max(search, key=lambda s: search[s])
+    if variant.name == BASELINE:
+        bench.base_size = size
+    if (reason := too_slow(variant, bench, search)) is not None:
+        return Experiment(**base, status="skipped", reason=reason, workload=bench.workload,
+                          batch_size=size, search_texts_per_s=_keys(search))
+    return Prepared(variant, encode, size, search, setup_s, memory.increase_mb)
 
 
-def nothing_to_cut(variant: Variant, bench: Bench) -> str | None:
-    """A max_seq_length variant is pointless when no text of the workload is that long."""
-    if variant.max_seq_length is None:
-        return None
-    longer = sum(count > variant.max_seq_length for count in bench.tokens)
-    if longer:
-        return None
-    return (f"no text of the workload has more than {variant.max_seq_length} tokens "
-            f"(longest: {max(bench.tokens)}), so there is nothing to cut")
+def _no_baseline(variant: Variant) -> Experiment:
+    return Experiment(**_base(variant), status="skipped",
+                      reason="the fp32 baseline could not be measured")
+
+
+def compare_variants(ctx: StudyContext, bench: Bench, ready: list[Prepared]
+                     ) -> tuple[Rates, Outcome, dict[str, Share]]:
+    """Time every prepared variant and fp32's A/A twin in interleaved rounds."""
+    shares = {p.variant.name: share_of(ctx, bench, p) for p in ready}
+    contenders: dict[str, Any] = dict(shares)
+    contenders[BASELINE + AA_SUFFIX] = replace(shares[BASELINE], calls=None, shares=None)
+    emit("config", label=f"{len(contenders)} configurations, interleaved rounds", index=0,
+         total=1)
+    for run in contenders.values():
+        run(-1)  # warm each configuration's batch shapes, uncounted
+    names = [name for name in contenders if name != BASELINE]
+    rates, outcome = run_rounds(
+        contenders, precision_of(ctx.settings.timing, OPTIMIZATIONS_BUDGET_SHARE),
+        lambda r: ratio_widths(r, [(BASELINE, name) for name in names]), seed=2,
+        on_round=round_progress)
+    with ctx.profiling.on():  # Scalene's view of the baseline: one more share
+        shares[BASELINE](outcome.rounds)
+    emit("done", label="interleaved rounds", summary=f"{outcome.rounds} rounds, "
+                                                     f"{outcome.stopped_by}")
+    return rates, outcome, shares
+
+
+def share_of(ctx: StudyContext, bench: Bench, prepared: Prepared) -> Share:
+    """The variant's contender: the workload's schedule at its size, its own token counts."""
+    limit = prepared.variant.max_seq_length or max(bench.tokens)
+    tokens = [min(count, limit) for count in bench.tokens]
+    schedule = schedule_for(bench.workload, bench.texts, prepared.batch_size)
+    return Share(prepared.encode, bench.texts, tokens, schedule, bench.workload == "bulk",
+                 prepared.batch_size, ctx.device, bench.round_texts)
 
 
 def same_as_baseline(variant: Variant, bench: Bench) -> str | None:
@@ -268,83 +329,43 @@ def sample_batches(schedule: Schedule, texts: int) -> Schedule:
     return [schedule[int((i + 0.5) * step)] for i in range(count)]
 
 
-def time_variant(ctx: StudyContext, encode: Encode, bench: Bench,
-                 size: int) -> tuple[list[list[float]], float]:
-    """Time whole passes of the workload at `size`; return each pass's call seconds and RSS."""
-    passes = []
-    with PeakRss() as memory:
-        for n in range(bench.repeats):
-            passes.append(run_workload(bench.workload, encode, bench.texts, size, ctx.device))
-            emit("repeat", count=n + 1,
-                 value=f"{len(bench.texts) / sum(passes[-1]):,.0f} texts/s at batch {size}")
-    return passes, memory.increase_mb
-
-
-def throughput_samples(bench: Bench, passes: list[list[float]]) -> list[float]:
-    """Texts/s per pass; a query pass is cut into chunks so one pass gives several samples."""
-    if bench.workload != "query":
-        return [len(bench.texts) / sum(p) for p in passes]
-    calls = [s for p in passes for s in p]
-    return [len(c) / sum(c) for c in (calls[i:i + QUERY_CHUNK]
-                                      for i in range(0, len(calls), QUERY_CHUNK))]
-
-
-def remeasure_baseline(ctx: StudyContext, bench: Bench) -> float:
-    """Time fp32 again after every variant; pool both runs so drift widens every interval.
-
-    Returns the end run's median over the first run's: how far the machine drifted.
-    """
-    emit("config", label="fp32 baseline, again", index=0, total=1)
-    assert bench.base_samples is not None and bench.base_size is not None
-    with baseline(ctx) as encode:
-        passes, _ = time_variant(ctx, encode, bench, bench.base_size)
-        with ctx.profiling.on():  # Scalene's view of the baseline: one more pass
-            run_workload(bench.workload, encode, bench.texts, bench.base_size, ctx.device)
-    again = throughput_samples(bench, passes)
-    drift = float(np.median(again) / np.median(bench.base_samples))
-    bench.base_samples = [*bench.base_samples, *again]
-    emit("done", label="fp32 baseline, again", summary=f"drift {drift:.2f}x")
-    return drift
-
-
-def with_speedup(experiment: Experiment, bench: Bench) -> Experiment:
-    """Fill in speedup and its interval against the pooled baseline samples."""
-    if experiment.throughput_texts_per_s is None or bench.base_samples is None:
-        return experiment
-    samples = experiment.throughput_texts_per_s.samples
-    return replace(experiment,
-                   speedup=experiment.throughput_texts_per_s.median
-                   / float(np.median(bench.base_samples)),
-                   speedup_ci95=speedup_interval(bench.base_samples, samples))
-
-
-def measured(variant: Variant, bench: Bench, size: int, search: dict[int, float],
-             passes: list[list[float]], memory_mb: float, setup_s: float,
-             embeddings: np.ndarray, threads: int, graph: str) -> Experiment:
-    """Turn a variant's timings and embeddings into its Experiment row."""
-    if bench.reference is None:  # the baseline runs first and is everyone's reference
+def measured(prepared: Prepared, bench: Bench, rates: Rates, share: Share) -> Experiment:
+    """Turn a variant's rounds and embeddings into its Experiment row (fp32 comes first)."""
+    variant, size, encode = prepared.variant, prepared.batch_size, prepared.encode
+    embeddings = encode(bench.quality_texts, size if size > 1 else DEFAULT_BATCH_SIZE)
+    if bench.reference is None:  # the baseline is everyone's reference
         bench.reference = embeddings
-    samples = throughput_samples(bench, passes)
-    if variant.name == "fp32":
-        bench.base_samples, bench.base_size = samples, size
-    stats = summarize(samples)
-    limit = variant.max_seq_length or max(bench.tokens)
-    tokens = [min(count, limit) for count in bench.tokens]
-    padding = padding_of(schedule_for(bench.workload, bench.texts, size), tokens, bench.config)
+    name = variant.name
+    # fp32's own row shows its A/A twin: the spread a no-op change gets
+    timed = rates[BASELINE + AA_SUFFIX] if name == BASELINE else rates[name]
+    ratio = paired_ratio(rates[BASELINE], timed)
+    stats = summarize(rates[name])
     per_s = stats.median / len(bench.texts) / 1e9
+    padding = padding_of(share.schedule, share.tokens, bench.config)
     gflops, useful = padding.flops_executed * per_s, padding.flops_useful * per_s
-    peak = bench.peaks.get(variant.peak_dtype)  # no int8 matmul peak is measured: no share
+    peak_dtype = getattr(encode, "peak_dtype", variant.peak_dtype)
+    peak = bench.peaks.get(peak_dtype)  # no int8 matmul peak is measured: no share
     return Experiment(
         **_base(variant), status="measured", workload=bench.workload, batch_size=size,
-        search_texts_per_s=_keys(search), graph=graph,
-        threads=threads, throughput_texts_per_s=stats,
-        latency_ms_p95=float(np.percentile([1000 * s for p in passes for s in p], 95)),
+        search_texts_per_s=_keys(prepared.search),
+        graph=str(getattr(encode, "graph", None) or variant.graph),
+        threads=int(getattr(encode, "threads", None) or _torch_threads()),
+        throughput_texts_per_s=stats, latency_ms_p95=_latency_p95(bench, share, rates[name]),
+        speedup=1.0 if name == BASELINE else ratio.estimate, speedup_ci95=ratio.ci95,
         quality=measure_quality(bench.reference, embeddings).to_dict(),
-        peak_rss_increase_mb=memory_mb, setup_s=setup_s, gflops_per_s=gflops,
-        useful_gflops_per_s=useful, peak_dtype=variant.peak_dtype,
+        peak_rss_increase_mb=prepared.memory_mb, setup_s=prepared.setup_s, gflops_per_s=gflops,
+        useful_gflops_per_s=useful, peak_dtype=peak_dtype,
         peak_pct=100 * gflops / peak if peak else None,
         useful_peak_pct=100 * useful / peak if peak else None,
-        validity=check(samples, bench.max_cv, bench.min_samples))
+        validity=check([t / b for b, t in zip(rates[BASELINE], timed, strict=True)],
+                       bench.max_cv, bench.min_samples))
+
+
+def _latency_p95(bench: Bench, share: Share, rates: list[float]) -> float:
+    """p95 milliseconds per call: a bulk call covers the whole request (estimated per round)."""
+    if bench.workload == "bulk":
+        return float(np.percentile([1000 * len(bench.texts) / r for r in rates], 95))
+    return float(np.percentile([1000 * s for calls in share.calls or [] for s in calls], 95))
 
 
 def _torch_threads() -> int:

@@ -59,12 +59,11 @@ class StagesStudy(Study):
     def run(self, ctx: StudyContext) -> dict[str, Any]:
         """Time each stage over the workload at every batch size."""
         encode_in_stages(ctx, ctx.texts[:ctx.settings.batch_sizes[0]])  # first-call costs
-        sizes = (quick_subset(ctx.settings.batch_sizes) if ctx.settings.quick
-                 else ctx.settings.batch_sizes)
+        sizes = stage_sizes(ctx)
         points = measure_each(sizes, "batch {}",
                               lambda size: measure_stages(ctx, size),
                               lambda p: f"forward {100 * p.stage_share['forward']:.0f}%")
-        size = max(ctx.settings.batch_sizes)
+        size = max(sizes)
         with ctx.profiling.on():  # Scalene's view of each stage at the largest batch size
             encode_in_stages(ctx, ctx.cycled(size))
         return {"stages": list(STAGES), "points": [asdict(p) for p in points]}
@@ -106,3 +105,12 @@ def measure_stages(ctx: StudyContext, batch_size: int) -> StagePoint:
         stage_share={stage: total / staged for stage, total in totals.items()},
         encode_ms_per_batch=summarize(encode_ms),
         attributed_share=staged / sum(encode_ms))
+
+
+def stage_sizes(ctx: StudyContext) -> tuple[int, ...]:
+    """Every batch size; under --quick three, none above twice a repeat's texts."""
+    sizes = ctx.settings.batch_sizes
+    if not ctx.settings.quick:
+        return sizes
+    limit = 2 * ctx.settings.timing.texts_per_repeat
+    return quick_subset([s for s in sizes if s <= limit] or [min(sizes)])

@@ -14,7 +14,7 @@ from profiler.errors import ProfilerError
 from profiler.measure.metrics import Metric, metric
 from profiler.measure.stats import Stats, summarize
 from profiler.measure.timing import RepeatPlan, repeat, timed
-from profiler.studies.base import Study, StudyContext, emit, measure_each
+from profiler.studies.base import Study, StudyContext, emit, measure_each, quick_subset
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,8 @@ class TextLengthStudy(Study):
 
     def run(self, ctx: StudyContext) -> dict[str, Any]:
         """Measure every target length at a fixed batch size."""
-        lengths = ctx.settings.text_lengths
+        lengths = (quick_subset(ctx.settings.text_lengths) if ctx.settings.quick
+                   else ctx.settings.text_lengths)
         points = measure_each(lengths, "{} characters", lambda n: measure_length(ctx, n),
                               lambda p: f"{p.throughput_texts_per_s.median:,.0f} texts/s")
         medians = [p.throughput_texts_per_s.median for p in points]
