@@ -172,15 +172,18 @@ def test_a_bottleneck_is_not_claimed_from_a_noisy_figure() -> None:
     assert [b.study for b in find_bottlenecks(measured)] == ["batch_size"]  # no baseline to trust
 
 
-def test_a_noisy_batch_size_is_passed_over_while_another_is_valid() -> None:
+def test_a_noisy_batch_size_still_counts_by_its_median_and_keeps_its_mark() -> None:
     def point(size: int, samples: list[float]) -> WorkloadPoint:
         stats = summarize(samples)
         return WorkloadPoint("bulk", size, 64, 1, stats, summarize([1.0]), 1.0, 0.0,
                              Padding(1, 1, 1.0, 0.0, 0.0), None, check(samples))
 
+    # measured in the same rounds, sizes are comparable by their medians: a wide one is not
+    # passed over for a slower one (that would swing the headline between runs); its mark stays
     steady, noisy = point(16, [100.0, 101.0, 99.0]), point(64, [120.0, 200.0, 130.0])
-    assert pick_batch_sizes([steady, noisy], 0.05) == (16, 16)
-    assert pick_batch_sizes([noisy], 0.05) == (64, 64)  # nothing valid: the figures as they are
+    assert pick_batch_sizes([steady, noisy], 0.05) == (64, 64)
+    assert noisy.validity is not None and not noisy.validity.valid
+    assert pick_batch_sizes([steady, point(64, [99.0, 100.0, 98.0])], 0.05) == (16, 16)
 
 
 # -- verdicts ----------------------------------------------------------------------------------
@@ -335,3 +338,17 @@ def test_system_info_records_the_load_at_the_start() -> None:
     info = system_info("cpu")
     assert isinstance(info["load_avg_1m"], float) and info["load_avg_1m"] >= 0
     assert info["busy"] == (info["load_avg_1m"] > info["logical_cores"])
+
+
+def test_a_figure_from_rounds_is_judged_by_its_paired_interval() -> None:
+    from profiler.measure.validity import check_paired
+
+    base = [100.0, 80.0, 120.0, 90.0, 110.0]  # the machine drifts from round to round
+    steady = check_paired(base, [1.2 * x for x in base])  # ... and the speedup holds through it
+    assert steady.valid and steady.half_width is not None and steady.half_width < 1e-9
+    assert check(base).reason is not None  # the raw rates alone look too noisy
+    noisy = check_paired(base, [130.0, 70.0, 150.0, 60.0, 140.0])
+    assert not noisy.valid and noisy.reason is not None
+    assert noisy.reason.startswith("too noisy: 95% interval ±")
+    few = check_paired(base[:1], base[:1])
+    assert not few.valid and few.reason == "too few rounds: 1 < 2"

@@ -27,10 +27,14 @@ class Validity:
     n: int
     max_cv: float
     min_samples: int
+    half_width: float | None = None  # figures from rounds: their paired interval, judged instead
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the verdict as plain data."""
-        return asdict(self)
+        """Return the verdict as plain data (no half_width key for a plain sample check)."""
+        data = asdict(self)
+        if self.half_width is None:
+            data.pop("half_width")
+        return data
 
 
 def check(samples: list[float] | tuple[float, ...], max_cv: float = MAX_CV,
@@ -45,6 +49,31 @@ def check(samples: list[float] | tuple[float, ...], max_cv: float = MAX_CV,
     elif cv > max_cv:
         reason = f"too noisy: CV {100 * cv:.1f}% > {100 * max_cv:g}%"
     return Validity(reason is None, reason, cv, int(values.size), max_cv, min_samples)
+
+
+def check_paired(base: list[float], new: list[float], max_width: float = MAX_CV,
+                 min_samples: int = MIN_SAMPLES) -> Validity:
+    """Judge a figure measured in interleaved rounds by its paired interval against the reference.
+
+    Per-round ratios spread by what a sub-second run costs on a busy machine; what a claim rests
+    on is the interval of their mean, which narrows as rounds are added: too few rounds first,
+    then an interval wider than ±`max_width`.
+    """
+    from profiler.measure.rounds import paired_ratio
+
+    count = min(len(base), len(new))
+    ratios = [n / b for b, n in zip(base[:count], new[:count], strict=True)]
+    values = np.asarray(ratios, dtype=float)
+    cv = float(values.std(ddof=1) / values.mean()) if values.size > 1 else 0.0
+    width = paired_ratio(base, new).half_width if count >= 2 else float("inf")
+    reason = None
+    if count < min_samples:
+        reason = f"too few rounds: {count} < {min_samples}"
+    elif width > max_width:
+        reason = (f"too noisy: 95% interval ±{100 * width:.1f}% > ±{100 * max_width:g}% after "
+                  f"{count} rounds")
+    return Validity(reason is None, reason, cv, count, max_width, min_samples,
+                    width if width != float("inf") else None)
 
 
 def unreliable(figure: dict[str, Any] | None) -> str | None:
@@ -66,4 +95,6 @@ def rechecked(validity: dict[str, Any] | None, samples: list[float]) -> dict[str
     """Check `samples` again against the thresholds a stored validity was checked with."""
     if not validity:
         return None
+    if validity.get("half_width") is not None:  # judged against its reference in its rounds
+        return validity
     return check(samples, validity["max_cv"], validity["min_samples"]).to_dict()

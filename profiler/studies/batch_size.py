@@ -36,7 +36,7 @@ from profiler.measure.rounds import (
     run_rounds,
 )
 from profiler.measure.stats import Stats, summarize
-from profiler.measure.validity import Validity, check
+from profiler.measure.validity import Validity, check, check_paired
 from profiler.studies.base import (
     Study,
     StudyContext,
@@ -293,19 +293,17 @@ def point(workload: str, size: int, texts: list[str], tokens: list[int], share: 
 
 
 def paired_validity(base: list[float], new: list[float], ctx: StudyContext) -> Validity:
-    """Whether a figure can carry a claim: judged on its per-round ratios to the reference, so
-    drift that moves every contender alike does not count as noise."""
-    count = min(len(base), len(new))
-    ratios = [n / b for b, n in zip(base[:count], new[:count], strict=True)]
-    return check(ratios, ctx.settings.max_cv, ctx.settings.min_samples)
+    """Whether a figure can carry a claim: its paired interval against the reference."""
+    return check_paired(base, new, ctx.settings.max_cv, ctx.settings.min_samples)
 
 
 def pick_batch_sizes(points: list[WorkloadPoint], within: float) -> tuple[int, int]:
     """Return the fastest batch size and the smallest within `within` of its throughput.
 
-    Sizes whose samples are too noisy or too few are passed over while any other is valid.
+    Every size measured in the rounds takes part: the rounds made them comparable, and a size
+    whose interval is wide is marked on the page (and carries no recommendation) rather than
+    passed over for a slower one.
     """
-    points = [p for p in points if p.validity is None or p.validity.valid] or points
     fastest = max(points, key=lambda p: p.throughput_texts_per_s.median)
     floor = fastest.throughput_texts_per_s.median * (1 - within)
     recommended = min(p.batch_size for p in points if p.throughput_texts_per_s.median >= floor)

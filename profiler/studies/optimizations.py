@@ -31,7 +31,7 @@ from profiler.measure.rounds import (
     run_rounds,
 )
 from profiler.measure.stats import Stats, summarize
-from profiler.measure.validity import MAX_CV, MIN_SAMPLES, Validity, check
+from profiler.measure.validity import MAX_CV, MIN_SAMPLES, Validity, check_paired
 from profiler.studies.base import Study, StudyContext, emit, round_progress
 from profiler.studies.batch_size import DEFAULT_BATCH_SIZE, measured_sizes
 from profiler.variants import Encode, Skip, Variant, variants
@@ -357,8 +357,7 @@ def measured(prepared: Prepared, bench: Bench, rates: Rates, share: Share) -> Ex
         useful_gflops_per_s=useful, peak_dtype=peak_dtype,
         peak_pct=100 * gflops / peak if peak else None,
         useful_peak_pct=100 * useful / peak if peak else None,
-        validity=check([t / b for b, t in zip(rates[BASELINE], timed, strict=True)],
-                       bench.max_cv, bench.min_samples))
+        validity=check_paired(rates[BASELINE], timed, bench.max_cv, bench.min_samples))
 
 
 def _latency_p95(bench: Bench, share: Share, rates: list[float]) -> float:
