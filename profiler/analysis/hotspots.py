@@ -32,6 +32,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 STAGE_RULES: tuple[tuple[str, str], ...] = (
     ("/scalene/", "profiler"),
     ("/profiler/measure/", "profiler"),
+    ("/profiler/studies/base.py:Profiling.", "profiler"),  # switching Scalene on and off
     ("/tokenizers/", "tokenize"),
     ("/tokenization_", "tokenize"),
     ("/modules/tokenizer/", "tokenize"),
