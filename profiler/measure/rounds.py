@@ -18,15 +18,25 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 AA_SUFFIX = " (A/A)"  # the reference's twin: the no-op every comparison carries
 Rates = dict[str, list[float]]  # contender -> texts/s per round, aligned by round
 
-if TYPE_CHECKING:
-    from profiler.config import Timing
+
+class RoundSettings(Protocol):
+    """The timing settings a comparison's rounds follow (profiler.config.Timing has them)."""
+
+    @property
+    def precision(self) -> float: ...
+    @property
+    def budget_s(self) -> float: ...
+    @property
+    def workload_repeats(self) -> int: ...
+    @property
+    def max_rounds(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -39,7 +49,7 @@ class Precision:
     max_rounds: int = 200
 
 
-def precision_of(timing: Timing, share: float = 1.0) -> Precision:
+def precision_of(timing: RoundSettings, share: float = 1.0) -> Precision:
     """The run's precision target, minimum rounds and `share` of its per-comparison budget."""
     return Precision(timing.precision, timing.budget_s * share, timing.workload_repeats,
                      timing.max_rounds)

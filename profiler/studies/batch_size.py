@@ -13,7 +13,7 @@ import math
 import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -114,9 +114,6 @@ class Overhead:
     off_texts_per_s: Stats
     on_texts_per_s: Stats
     overhead_pct: float
-
-
-Row = TypeVar("Row", WorkloadPoint, Remedy)
 
 
 class BatchSizeStudy(Study):

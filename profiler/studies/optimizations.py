@@ -38,6 +38,7 @@ from profiler.variants import Encode, Skip, Variant, variants
 from profiler.workloads import (
     Schedule,
     Share,
+    padded,
     padding_of,
     run_schedule,
     schedule_for,
@@ -307,18 +308,13 @@ def search_batch_size(ctx: StudyContext, encode: Encode, bench: Bench,
         seconds = sum(run_schedule(encode, bench.texts, sample, ctx.device))
         # the sample's batches may be shorter or longer than the schedule's on average: scale
         # its time by padded tokens (what a batch costs) to the whole schedule
-        scale = padded_tokens(schedule, bench.tokens) / padded_tokens(sample, bench.tokens)
+        scale = padded(schedule, bench.tokens) / padded(sample, bench.tokens)
         found[size] = len(bench.texts) / (seconds * scale)
         emit("repeat", count=size, value=f"batch {size}: {found[size]:,.0f} texts/s (sample)")
         base = (bench.base_search or {}).get(size)
         if not fixed and len(found) == 1 and base and found[size] < PRUNE_BELOW / 2 * base:
             break  # far slower than the baseline at its first size: the rest will not catch up
     return found
-
-
-def padded_tokens(schedule: Schedule, tokens: list[int]) -> int:
-    """Tokens a schedule computes: each batch's size times its longest text."""
-    return sum(len(batch) * max(tokens[i] for i in batch) for batch in schedule)
 
 
 def sample_batches(schedule: Schedule, texts: int) -> Schedule:
