@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from profiler.measure.stats import summarize
+from profiler.rundir import SUMMARY, RunDir
 
 # The quick build in 90 seconds, the full build in 6 minutes, the experiments within it.
 TARGETS_S = {"quick": 90.0, "full": 360.0, "studies": 240.0, "optimizations": 120.0}
@@ -36,23 +37,21 @@ def timed_build(project: Path, *args: str) -> tuple[float, dict[str, Any]]:
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise click.ClickException(f"profiler build {' '.join(args)} failed: {done.stderr[-500:]}")
-    latest = project / "data" / "latest"
-    per_study = json.loads((latest / "summary.json").read_text()).get("seconds", {})
+    latest = RunDir(project / "data" / "latest")
+    per_study = latest.read(SUMMARY).get("seconds", {})
     if len(per_study) > 2 and "--quick" not in args:
         print_split(seconds, per_study)
-    study = json.loads((latest / "batch_size.json").read_text())
     if "--study" not in args:
         print_precision(latest)
-    return seconds, study["result"]
+    return seconds, latest.read_study("batch_size")["result"]
 
 
-def print_precision(run: Path) -> None:
+def print_precision(run: RunDir) -> None:
     """Each comparison's rounds, why they stopped, the A/A check and every speedup's interval."""
     for name in ("batch_size", "optimizations"):
-        path = run / f"{name}.json"
-        if not path.is_file():
+        if not run.has_study(name):
             continue
-        result = json.loads(path.read_text())["result"]
+        result = run.read_study(name)["result"]
         rounds, aa = result.get("rounds"), result.get("aa")
         if rounds:
             widths = [w for w in rounds["widths"].values() if w is not None]

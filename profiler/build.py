@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from profiler.analysis.bottlenecks import find_bottlenecks, find_context
-from profiler.analysis.history import git_commit
-from profiler.analysis.targets import check_targets
+from profiler.analysis.derive import derive
 from profiler.config import Settings
 from profiler.corpus import DEFAULT_CORPUS, load_corpus
 from profiler.errors import ProfilerError
+from profiler.history.store import git_commit
 from profiler.measure.stats import summarize
 from profiler.model import (
     ModelSource,
@@ -27,14 +26,15 @@ from profiler.model import (
     resolve_model,
     weights_sha256,
 )
-from profiler.scalene import (
+from profiler.rundir import CALIBRATION, CONFIG, SUMMARY, SYSTEM, RunDir
+from profiler.runner.process import (
     EventHandler,
     ScaleneOutcome,
     finish_profile,
     group_label,
     run_study,
 )
-from profiler.storage import point_latest, read_json, require, write_json
+from profiler.storage import point_latest, read_json, write_json
 from profiler.studies import STUDIES
 
 INCOMPLETE = ".incomplete"  # data/runs/.incomplete/<id>: runs still being measured, or stopped
@@ -114,22 +114,21 @@ def run_build(plan: Plan, workspace: Workspace, on_event: EventHandler,
     interruption leaves the staging folder too; earlier runs and data/latest stay untouched.
     """
     staging = staging or start_run(plan, workspace)
-    for stray in staging.glob("*.partial.json"):  # an interrupted process's, unverified
-        stray.unlink()
-    calibration = _calibration_before(staging, plan.device)
+    run = RunDir(staging)
+    for name in plan.studies:  # an interrupted process's, unverified
+        run.study_path(name, partial=True).unlink(missing_ok=True)
+    calibration = _calibration_before(run, plan.device)
     failures: dict[str, str] = {}
     for group in plan.groups:
-        todo = [name for name in group if not (staging / f"{name}.json").is_file()]
+        todo = [name for name in group if not run.has_study(name)]
         if todo:
             failures.update(_run_group(staging, todo, plan.settings.scalene, on_event))
-    write_json(staging / "calibration.json",
-               {**calibration, "after": (after := calibrate(plan.device)),
-                "gflops": calibration["before"] + after})
-    done = [name for name in plan.studies if (staging / f"{name}.json").is_file()]
+    run.write(CALIBRATION, {**calibration, "after": (after := calibrate(plan.device)),
+                            "gflops": calibration["before"] + after})
+    done = [name for name in plan.studies if run.has_study(name)]
     started = time.perf_counter()
     _finish_profiles(staging, done, plan.settings.scalene_html, on_event)
-    write_json(staging / "summary.json",
-               summarize_run(staging, done, time.perf_counter() - started, failures))
+    run.write(SUMMARY, summarize_run(staging, done, time.perf_counter() - started, failures))
     if failures:
         return staging
     final = workspace.runs / staging.name
@@ -149,8 +148,8 @@ def start_run(plan: Plan, workspace: Workspace) -> Path:
     run_id = new_run_id(workspace.runs)
     staging = workspace.runs / INCOMPLETE / run_id
     staging.mkdir(parents=True)
-    write_json(staging / "config.json", _config_payload(plan, run_id))
-    write_json(staging / "system.json", system_info(plan.device))
+    RunDir(staging).write(CONFIG, _config_payload(plan, run_id))
+    RunDir(staging).write(SYSTEM, system_info(plan.device))
     return staging
 
 
@@ -162,8 +161,7 @@ def is_complete(run_dir: Path) -> bool:
 def incomplete_runs(workspace: Workspace) -> list[Path]:
     """Staging folders of runs that did not finish, oldest first."""
     folder = workspace.runs / INCOMPLETE
-    return sorted(p for p in folder.iterdir() if (p / "config.json").is_file()) \
-        if folder.is_dir() else []
+    return sorted(p for p in folder.iterdir() if RunDir(p).is_run()) if folder.is_dir() else []
 
 
 def resume_plan(workspace: Workspace) -> tuple[Plan, Path]:
@@ -172,9 +170,8 @@ def resume_plan(workspace: Workspace) -> tuple[Plan, Path]:
     if not runs:
         raise ProfilerError(f"no incomplete run to resume in {workspace.runs / INCOMPLETE}")
     staging = runs[-1]
-    path = staging / "config.json"
-    config = require(path, read_json(path), "settings", "model_source", "corpus_path",
-                     "corpus", "device")
+    config = RunDir(staging).read(CONFIG, "settings", "model_source", "corpus_path", "corpus",
+                                  "device")
     settings = dataclasses.replace(Settings.from_dict(config["settings"]),
                                    corpus=config["corpus_path"])
     plan = plan_build(settings, workspace)
@@ -203,12 +200,13 @@ def measure_again(folder: Path, studies: list[str], on_event: EventHandler) -> N
         except RuntimeError as exc:
             raise ProfilerError(f"re-measuring {study} failed ({exc}); log: "
                                 f"{folder / 'logs'}") from None
-        os.replace(folder / f"{study}.partial.json", folder / f"{study}.json")
+        run = RunDir(folder)
+        os.replace(run.study_path(study, partial=True), run.study_path(study))
 
 
 def new_run_id(runs: Path) -> str:
     """Return a sortable UTC timestamp id not yet used under `runs`."""
-    base = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    base = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     run_id, n = base, 1
     while (runs / run_id).exists() or (runs / ".incomplete" / run_id).exists():
         n += 1
@@ -219,37 +217,36 @@ def new_run_id(runs: Path) -> str:
 def _run_group(staging: Path, studies: list[str], use_scalene: bool,
                on_event: EventHandler) -> dict[str, str]:
     """Run `studies` in one process; return why each study that did not finish failed."""
-    started = time.perf_counter()
+    started, run = time.perf_counter(), RunDir(staging)
     try:
         outcome = run_study(staging, studies, use_scalene, on_event)
     except RuntimeError as exc:
-        log = staging / "logs" / f"{group_label(studies)}.log"
+        log = run.logs / f"{group_label(studies)}.log"
         outcome = ScaleneOutcome("failed", f"the study process failed ({exc})")
         failures = {name: f"{exc}; log: {log.relative_to(staging)}" for name in studies
-                    if not (staging / f"{name}.partial.json").is_file()}
+                    if not run.study_path(name, partial=True).is_file()}
         on_event({"event": "failed", "studies": sorted(failures), "reason": str(exc)})
     else:
         failures = {}
     for study in studies:  # those that finished before a crash are kept
-        partial = staging / f"{study}.partial.json"
+        partial = run.study_path(study, partial=True)
         if partial.is_file():
-            _update_study(staging / f"{study}.json", read_json(partial),
+            _update_study(run.study_path(study), read_json(partial),
                           wall_s=time.perf_counter() - started, scalene=outcome.to_dict(),
                           hotspots=None)
             partial.unlink()
     return failures
 
 
-def _calibration_before(staging: Path, device: str) -> dict[str, Any]:
+def _calibration_before(run: RunDir, device: str) -> dict[str, Any]:
     """The machine's speed before the studies: measured now, or kept from a resumed run."""
-    path = staging / "calibration.json"
-    if path.is_file():
-        return {key: value for key, value in read_json(path).items()
+    if run.has(CALIBRATION):
+        return {key: value for key, value in run.read(CALIBRATION).items()
                 if key in ("before", "size", "what")}
     calibration = {"before": calibrate(device), "size": CALIBRATION_SIZE,
                    "what": f"fp32 matmul GFLOP/s, {CALIBRATION_REPEATS} before the studies and "
                            f"{CALIBRATION_REPEATS} after"}
-    write_json(path, {**calibration, "gflops": calibration["before"]})
+    run.write(CALIBRATION, {**calibration, "gflops": calibration["before"]})
     return calibration
 
 
@@ -264,8 +261,9 @@ def _finish_profiles(staging: Path, studies: list[str], html: bool,
     """Reduce every raw profile once all timing is done, two at a time."""
     owners: dict[str, list[str]] = {}  # raw profile -> the studies it covers
     outcomes: dict[str, dict[str, Any]] = {}
+    run = RunDir(staging)
     for study in studies:
-        outcome = read_json(staging / f"{study}.json")["scalene"]
+        outcome = run.read_study(study)["scalene"]
         if outcome["profile"] and not outcome["profile"].endswith(".gz"):  # not yet reduced
             owners.setdefault(outcome["profile"], []).append(study)
             outcomes[outcome["profile"]] = outcome
@@ -282,8 +280,8 @@ def _finish_profiles(staging: Path, studies: list[str], html: bool,
                                                  for outcome in outcomes.values()])
     for names, (hotspots, outcome) in zip(owners.values(), finished, strict=True):
         for study in names:
-            path = staging / f"{study}.json"
-            _update_study(path, read_json(path), scalene=outcome, hotspots=hotspots)
+            _update_study(run.study_path(study), run.read_study(study), scalene=outcome,
+                          hotspots=hotspots)
     on_event({"event": "done", "label": "hotspots", "summary": f"{len(owners)} profile(s)"})
 
 
@@ -291,7 +289,7 @@ def _config_payload(plan: Plan, run_id: str) -> dict[str, Any]:
     lengths = summarize([float(len(t)) for t in plan.texts])
     return {
         "run_id": run_id,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "commit": git_commit(Path.cwd()),
         "settings": plan.settings.to_dict(),
         "model_source": dataclasses.asdict(plan.source),
@@ -305,38 +303,22 @@ def _config_payload(plan: Plan, run_id: str) -> dict[str, Any]:
 
 def summarize_run(run_dir: Path, studies: list[str], profiles_s: float = 0.0,
                   missing: dict[str, str] | None = None) -> dict[str, Any]:
-    """Collect each study's headline figures into summary.json's payload.
+    """summary.json's payload: what the run is, how it went, and `derive`'s analysis.
 
     `missing` names the studies that did not finish, with why: the run is then incomplete.
     """
-    config = read_json(run_dir / "config.json")
-    results = {name: read_json(run_dir / f"{name}.json") for name in studies}
-    measured = {name: r["result"] for name, r in results.items()}
-    model = next(iter(results.values()))["model"] if results else None
+    run = RunDir(run_dir)
+    config = run.read(CONFIG)
+    results = {name: run.read_study(name) for name in studies}
     settings = config["settings"]
-    budget = float(settings.get("memory_budget_mb", 2048.0))
-    headlines = {name: STUDIES[name].headline(result) for name, result in measured.items()}
     return {
         "run_id": config["run_id"], "created": config["created"], "complete": not missing,
         "missing": missing or {},
-        "model": model, "device": config["device"], "corpus": config["corpus"],
-        "workload": settings.get("workload", "bulk"), "memory_budget_mb": budget,
-        "studies": headlines,
+        "model": next(iter(results.values()))["model"] if results else None,
+        "device": config["device"], "corpus": config["corpus"],
+        "workload": settings.get("workload", "bulk"),
         "scalene": {name: r["scalene"]["status"] for name, r in results.items()},
         "seconds": {**{name: r.get("wall_s") for name, r in results.items()},
                     "profiles": profiles_s},
-        "targets": [t.to_dict() for t in check_targets(headlines,
-                                                       settings.get("targets") or {})],
-        "bottlenecks": [b.to_dict() for b in find_bottlenecks(measured, budget)],
-        "context": [c.to_dict() for c in find_context(measured, budget)],
-        **advice(measured),
+        **derive({name: r["result"] for name, r in results.items()}, settings),
     }
-
-
-def advice(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Recommendations for the chosen workload from the experiments and the batch-size study."""
-    from profiler.analysis.recommendations import not_recommended, recommend
-
-    found = recommend(results.get("optimizations"), results.get("batch_size"))
-    left_out = not_recommended(results.get("optimizations"), results.get("batch_size"))
-    return {"recommendations": [r.to_dict() for r in found], "not_recommended": left_out}

@@ -13,7 +13,7 @@ import click
 from profiler.config import DEVICES, WORKLOADS
 from profiler.errors import ProfilerError
 
-REGRESSION_EXIT = 3  # profiler.tracking.REGRESSION_EXIT, without importing the analysis here
+REGRESSION_EXIT = 3  # history.tracking.REGRESSION_EXIT, without importing the analysis here
 
 
 @click.group()
@@ -79,9 +79,9 @@ def build(model: str | None, device: str | None, corpus: str | None, batch_sizes
     )
     from profiler.config import load_settings
     from profiler.display import ProgressDisplay
+    from profiler.history.tracking import confirm_run, track_run
     from profiler.lock import project_lock
-    from profiler.storage import read_json
-    from profiler.tracking import confirm_run, track_run
+    from profiler.rundir import SUMMARY, RunDir
 
     cli_values: dict[str, Any] = {
         "model": model, "device": device, "corpus": corpus, "quick": quick,
@@ -109,7 +109,7 @@ def build(model: str | None, device: str | None, corpus: str | None, batch_sizes
         with ProgressDisplay() as display:
             run_dir = run_build(plan, workspace, display.on_event, staging)
             if not is_complete(run_dir):
-                if read_json(run_dir / "summary.json")["studies"]:  # a site of what finished
+                if RunDir(run_dir).read(SUMMARY)["studies"]:  # a site of what finished
                     _publish(workspace.root, run_dir, build_site=not no_site,
                              console=display.console)
                 raise ProfilerError(incomplete_message(run_dir))
@@ -124,9 +124,9 @@ def build(model: str | None, device: str | None, corpus: str | None, batch_sizes
 
 def incomplete_message(run_dir: Path) -> str:
     """One line: which studies did not finish, where the run is kept, how to finish it."""
-    from profiler.storage import read_json
+    from profiler.rundir import SUMMARY, RunDir
 
-    summary = read_json(run_dir / "summary.json")
+    summary = RunDir(run_dir).read(SUMMARY)
     missing = summary["missing"]
     shown = ("the site shows the studies that did, and " if summary["studies"] else "")
     return (f"{', '.join(missing)} did not finish ({next(iter(missing.values()))}); {shown}the "
@@ -147,14 +147,14 @@ def compare(before: str | None, after: str | None, confirm: bool,
 
     from profiler.build import measure_again
     from profiler.config import Settings, load_settings
-    from profiler.storage import read_json
-    from profiler.tracking import chosen_comparisons, confirm_run
+    from profiler.history.tracking import chosen_comparisons, confirm_run
+    from profiler.rundir import CONFIG, RunDir
 
     data, console = Path.cwd() / "data", Console(stderr=True)
     margins = load_settings({}, Path.cwd()).margins
     tracked, run_dir = chosen_comparisons(data, before, after, margins)
     if confirm:
-        settings = Settings.from_dict(read_json(run_dir / "config.json")["settings"])
+        settings = Settings.from_dict(RunDir(run_dir).read(CONFIG)["settings"])
         tracked = confirm_run(data, run_dir, settings, tracked,
                               lambda folder, names: measure_again(folder, names, _quiet))
     _verdict(tracked, console, fail_on_regression)
@@ -169,7 +169,7 @@ def baseline() -> None:
 @click.argument("run_id", required=False)
 def baseline_set(run_id: str | None) -> None:
     """Pin RUN [latest] from the history as the baseline."""
-    from profiler.tracking import pin_baseline
+    from profiler.history.tracking import pin_baseline
 
     with locked(Path.cwd(), "profiler baseline set"):
         click.echo(pin_baseline(Path.cwd() / "data", run_id))
@@ -178,7 +178,7 @@ def baseline_set(run_id: str | None) -> None:
 @baseline.command("show")
 def baseline_show() -> None:
     """Print the pinned baseline: its run, machine, model and metrics."""
-    from profiler.tracking import describe_baseline
+    from profiler.history.tracking import describe_baseline
 
     click.echo(describe_baseline(Path.cwd() / "data"))
 
@@ -187,7 +187,7 @@ def baseline_show() -> None:
 @click.argument("url")
 def restore(url: str) -> None:
     """Fetch the history (and baseline) the site published at URL into data/."""
-    from profiler.publish import restore as restore_history
+    from profiler.history.intake import restore as restore_history
 
     with locked(Path.cwd(), "profiler restore"):
         click.echo(restore_history(url, Path.cwd() / "data"), err=True)
@@ -198,7 +198,7 @@ def restore(url: str) -> None:
                 type=click.Path(path_type=Path, file_okay=False, exists=True))
 def merge(run_dirs: tuple[Path, ...]) -> None:
     """Bring complete run folders (from other machines or models) into data/ and the history."""
-    from profiler.publish import merge as merge_runs
+    from profiler.history.intake import merge as merge_runs
 
     with locked(Path.cwd(), "profiler merge"):
         added = merge_runs(list(run_dirs), Path.cwd() / "data")
@@ -209,7 +209,7 @@ def merge(run_dirs: tuple[Path, ...]) -> None:
 @cli.command()
 def deploy() -> None:
     """Publish the built site/ to the gh-pages branch of origin (mkdocs gh-deploy)."""
-    from profiler.publish import deploy as deploy_site
+    from profiler.report.site import deploy as deploy_site
 
     click.echo(deploy_site(Path.cwd()), err=True)
 
@@ -255,12 +255,12 @@ def _publish(root: Path, run_dir: Path, build_site: bool, console: Any) -> None:
     from profiler.display import print_summary
     from profiler.report.render import render_pages
     from profiler.report.site import build_site as mkdocs_build
-    from profiler.storage import read_json
+    from profiler.rundir import SUMMARY, RunDir
 
     render_pages(root, run_dir)
-    model = (read_json(run_dir / "summary.json").get("model") or {}).get("name")
-    site = mkdocs_build(root, model) if build_site else None
-    print_summary(console or Console(stderr=True), read_json(run_dir / "summary.json"), site)
+    summary = RunDir(run_dir).read(SUMMARY)
+    site = mkdocs_build(root, (summary.get("model") or {}).get("name")) if build_site else None
+    print_summary(console or Console(stderr=True), summary, site)
 
 
 def parse_int(name: str, text: str | None) -> Any:

@@ -20,6 +20,10 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_BATCH_SIZES = (8, 16, 32, 64, 128, 256)
 DEFAULT_TEXT_LENGTHS = (10, 50, 100, 256, 512, 1024)
 WORKLOADS = ("bulk", "stream", "query")
+# the registry (profiler.studies) and the variants (profiler.backends.variants) assert they match
+STUDY_NAMES = ("batch_size", "text_length", "memory", "leak", "stages", "optimizations")
+EXPERIMENTS = ("fp32", "bf16", "fp16", "torch_int8", "onnx", "onnx_int8", "openvino", "threads",
+               "max_seq", "compile")
 MIN_REQUEST_TEXTS = 1000  # a default request: the whole corpus, cycled up to this many texts
 QUICK_REQUEST_TEXTS = 256  # --quick: this many texts, spread evenly over the corpus
 
@@ -266,19 +270,16 @@ def _reject_unknown(data: dict[str, Any], known: set[str], prefix: str = "") -> 
 
 
 def _check_studies(studies: tuple[str, ...]) -> None:
-    from profiler.studies import STUDIES
-
     for name in studies:
-        if name not in STUDIES:
-            raise ProfilerError(f"unknown study {name!r}; choose from {', '.join(STUDIES)}")
+        if name not in STUDY_NAMES:
+            raise ProfilerError(f"unknown study {name!r}; choose from {', '.join(STUDY_NAMES)}")
 
 
 def _check_experiments(experiments: tuple[str, ...]) -> None:
-    from profiler.variants import FAMILIES
-
     for name in experiments:
-        if name not in FAMILIES:
-            raise ProfilerError(f"unknown experiment {name!r}; choose from {', '.join(FAMILIES)}")
+        if name not in EXPERIMENTS:
+            raise ProfilerError(
+                f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
 
 
 # --quick: the same interleaved rounds with a looser target and a smaller budget

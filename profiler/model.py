@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from profiler.config import DEFAULT_MODEL
 from profiler.errors import ProfilerError
+from profiler.storage import Record
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -31,7 +32,7 @@ class ModelSource:
 
 
 @dataclass(frozen=True)
-class ModelInfo:
+class ModelInfo(Record):
     """What a loaded model is: recorded with every result."""
 
     name: str
@@ -42,10 +43,6 @@ class ModelInfo:
     parameters: int
     dtype: str
     device: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the info as plain data."""
-        return asdict(self)
 
 
 def resolve_model(name: str) -> ModelSource:

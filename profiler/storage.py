@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -9,9 +10,11 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self, TypeVar
 
 from profiler.errors import ProfilerError
+
+R = TypeVar("R", bound="Record")
 
 # 2: results name their workload (bulk, stream, query)
 # 3: a run's summary says whether it is complete and which studies are missing, and why
@@ -27,6 +30,24 @@ def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
 
 
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {2: _v2_to_v3}
+
+
+class Record:
+    """A dataclass that is its own JSON: `to_dict` to write it, `from_dict` to read it back.
+
+    Subclasses with derived fields or nested records extend the two; the field list is the
+    schema, as pytest-benchmark's `Stats` and optimum-benchmark's results do it.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the record as plain JSON-ready data."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Read a record written by `to_dict`; keys it does not know (derived ones) are left."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{key: value for key, value in data.items() if key in names})
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

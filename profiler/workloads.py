@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from profiler.measure.flops import batch_flops, flops_per_token
 from profiler.measure.timing import synchronize
+from profiler.storage import Record
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -116,7 +117,7 @@ def token_counts(model: SentenceTransformer, texts: Sequence[str], limit: int) -
 
 
 @dataclass(frozen=True)
-class Padding:
+class Padding(Record):
     """How much of a schedule's work is padding: tokens and FLOPs, real against executed."""
 
     real_tokens: int
@@ -124,10 +125,6 @@ class Padding:
     real_share: float
     flops_executed: float
     flops_useful: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the padding figures as plain data."""
-        return asdict(self)
 
 
 def padding_of(schedule: Schedule, tokens: Sequence[int], config: dict[str, int]) -> Padding:

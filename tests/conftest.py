@@ -126,3 +126,29 @@ max_rounds = 3
 def tiny_project(project: Path, vega_bundle: Path) -> Path:
     """A project configured for a seconds-long build on the tiny model."""
     return configure_tiny(project, vega_bundle)
+
+
+SHARED = pytest.mark.xdist_group("bulk_build")  # tests reading one shared build run on one worker
+
+
+@pytest.fixture(scope="session")
+def bulk_build(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
+               vega_bundle: Path) -> Path:
+    """One real build of every study on the tiny model (bulk, unprofiled, bf16 and onnx).
+
+    Tests read its results and site and must not change them; a test that builds on top of it
+    works on a copy (`copy_build`).
+    """
+    from helpers import run_profiler
+
+    project = configure_tiny(copy_project(tmp_path_factory.mktemp("bulk-build")), vega_bundle)
+    done = run_profiler("build", "--model", str(tiny_model), "--no-scalene", "--experiment",
+                        "bf16", "--experiment", "onnx", cwd=project)
+    assert done.returncode == 0, done.stderr
+    return project
+
+
+def copy_build(built: Path, target: Path) -> Path:
+    """A copy of a built project (data/latest stays a link into its own runs) to change."""
+    shutil.copytree(built, target, symlinks=True, dirs_exist_ok=True)
+    return target

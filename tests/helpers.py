@@ -77,3 +77,40 @@ def run_profiler(*args: str, cwd: Path,
     return subprocess.run([sys.executable, "-m", "profiler", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=900,
                           env={**os.environ, **env} if env else None)
+
+
+def run_cli(*args: str, cwd: Path,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the `profiler` entry point in this process, in `cwd`; for commands that load no model.
+
+    It goes through the same `main()` as the installed command, so a user error comes back as
+    its one stderr line and exit code; an unexpected exception propagates (a traceback the user
+    would see fails the test).
+    """
+    import contextlib
+    import io
+
+    from profiler.cli import main
+
+    out, err, argv, here = io.StringIO(), io.StringIO(), sys.argv, Path.cwd()
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    sys.argv = ["profiler", *args]
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = _exit_code(main)
+    finally:
+        sys.argv = argv
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(["profiler", *args], code, out.getvalue(), err.getvalue())
+
+
+def _exit_code(entry: Any) -> int:
+    try:
+        entry()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0

@@ -15,12 +15,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_cli, run_profiler
 
 from profiler.storage import SCHEMA_VERSION, write_json
 
@@ -105,12 +105,8 @@ def snapshot(data: Path) -> dict[str, tuple[Any, ...]]:
 
 
 def profiler(args: tuple[str, ...], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """`python -m profiler ARGS` in `cwd`, offline; a case that started a build would time out."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "NO_COLOR": "1"}
-    env.pop("PYTHONWARNINGS", None)
-    return subprocess.run([sys.executable, "-m", "profiler", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    """The `profiler` entry point with ARGS, in `cwd`, in this process (no case loads a model)."""
+    return run_cli(*args, cwd=cwd)
 
 
 # --- setups: each changes the seeded project before data/ is snapshotted ---------------------
@@ -361,4 +357,13 @@ def test_the_seeded_data_is_usable(seeded: Path) -> None:
     assert shown.returncode == 0 and f"baseline: run {RUN_A}" in shown.stdout, shown.stderr
     compared = profiler(("compare", RUN_A, RUN_B), seeded)
     assert compared.returncode == 0 and "Traceback" not in compared.stderr, compared.stderr
+    assert snapshot(seeded / "data") == before
+
+
+def test_the_installed_command_gives_the_same_line_in_its_own_process(seeded: Path) -> None:
+    """The table runs in-process; one case through `python -m profiler` shows they agree."""
+    before = snapshot(seeded / "data")
+    done = run_profiler("build", "--no-site", "--study", "nosuch", cwd=seeded)
+    assert done.stderr == f"error: unknown study 'nosuch'; choose from {STUDIES}\n", done.stderr
+    assert done.returncode == 1 and done.stdout == ""
     assert snapshot(seeded / "data") == before

@@ -15,7 +15,8 @@ import pytest
 from conftest import configure_tiny, copy_project
 from helpers import run_profiler
 
-pytestmark = pytest.mark.browser
+# the served site is built once: the module's tests run on one worker
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser_site")]
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / ".screenshots"  # open them after a run
 INJECTED = "tiny<img src=x onerror=alert(1)> | [link](javascript:alert(2)) *bold* `tick"
@@ -24,6 +25,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--window-size=1280,1000")
+
 
 
 @pytest.fixture(scope="module")

@@ -10,21 +10,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import fmt, read_page, run_profiler, table_by_header
+from conftest import SHARED, copy_build
+from helpers import fmt, read_page, run_cli, run_profiler, table_by_header
 
 from profiler.storage import SCHEMA_VERSION
 from profiler.studies import STUDIES
 
 
-def test_build_writes_results_pages_and_site(tiny_project: Path, tiny_model: Path) -> None:
-    done = run_profiler("build", "--model", str(tiny_model), "--no-scalene", "--study",
-                        "batch_size", cwd=tiny_project)
-    assert done.returncode == 0, done.stderr
+@SHARED
+def test_build_writes_results_pages_and_site(bulk_build: Path) -> None:
+    tiny_project = bulk_build
     latest = tiny_project / "data" / "latest"
     assert latest.is_symlink()
     run_dir = latest.resolve()
     assert run_dir.parent == tiny_project / "data" / "runs"
-    for name in ("config.json", "system.json", "batch_size.json", "summary.json"):
+    for name in ("config.json", "system.json", "summary.json", *(f"{n}.json" for n in STUDIES)):
         assert json.loads((run_dir / name).read_text())["schema_version"] == SCHEMA_VERSION
     assert not list((tiny_project / "data" / "runs" / ".incomplete").iterdir())
 
@@ -77,9 +77,9 @@ def test_build_writes_results_pages_and_site(tiny_project: Path, tiny_model: Pat
     assert 'href="../files/batch_size.csv"' in page
 
 
-def test_pages_show_the_numbers_in_the_json(tiny_project: Path, tiny_model: Path) -> None:
-    assert run_profiler("build", "--model", str(tiny_model), "--no-scalene", "--study",
-                        "batch_size", cwd=tiny_project).returncode == 0
+@SHARED
+def test_pages_show_the_numbers_in_the_json(bulk_build: Path) -> None:
+    tiny_project = bulk_build
     run_dir = (tiny_project / "data" / "latest").resolve()
     result = json.loads((run_dir / "batch_size.json").read_text())["result"]
     page = read_page(tiny_project / "site" / "report" / "batch-size" / "index.html")
@@ -120,32 +120,48 @@ def test_pages_show_the_numbers_in_the_json(tiny_project: Path, tiny_model: Path
         str(headline_figures["recommended_batch_size"]))
 
 
-def test_render_rebuilds_pages_without_measuring(tiny_project: Path, tiny_model: Path) -> None:
-    assert run_profiler("build", "--model", str(tiny_model), "--no-scalene", "--study",
-                        "batch_size", cwd=tiny_project).returncode == 0
+@SHARED
+def test_render_rebuilds_pages_without_measuring(bulk_build: Path, tmp_path: Path) -> None:
+    tiny_project = copy_build(bulk_build, tmp_path / "project")
     shutil.rmtree(tiny_project / "site")
     shutil.rmtree(tiny_project / "docs" / "report")
     runs_before = sorted((tiny_project / "data" / "runs").iterdir())
-    done = run_profiler("render", cwd=tiny_project)
+    done = run_cli("render", cwd=tiny_project)
     assert done.returncode == 0, done.stderr
     assert (tiny_project / "site" / "report" / "batch-size" / "index.html").is_file()
     assert sorted((tiny_project / "data" / "runs").iterdir()) == runs_before
 
 
-# the admonition at the top of each page: the workload its figures were measured on
+# the admonition at the top of each page: the workload its figures were measured on, which for
+# memory, leak, stages and text length is theirs whatever the user serves
 PAGE_WORKLOADS = {"index.html": "query", "report/batch-size/index.html": "query",
                   "report/optimizations/index.html": "query",
                   "report/bottlenecks/index.html": "query",
                   "report/recommendations/index.html": "query",
-                  "report/memory/index.html": "bulk", "report/leak/index.html": "bulk",
-                  "report/stages/index.html": "stream", "report/text-length/index.html": "stream"}
+                  "report/stages/index.html": "stream"}
+OWN_WORKLOADS = {"report/memory/index.html": "bulk", "report/leak/index.html": "bulk",
+                 "report/stages/index.html": "stream", "report/text-length/index.html": "stream"}
+
+
+def page_workloads(site: Path, pages: dict[str, str]) -> dict[str, list[str]]:
+    """The workload each page's admonition names."""
+    return {name: re.findall(r'<p class="admonition-title">Workload: ([^<]*)</p>',
+                             (site / name).read_text(encoding="utf-8")) for name in pages}
+
+
+@SHARED
+def test_studies_with_a_workload_of_their_own_name_it(bulk_build: Path) -> None:
+    assert page_workloads(bulk_build / "site", OWN_WORKLOADS) == {
+        name: [workload] for name, workload in OWN_WORKLOADS.items()}
 
 
 def test_full_build_under_scalene_profiles_and_names_every_workload(tiny_project: Path,
                                                                     tiny_model: Path) -> None:
-    # every study, each in its own profiled process; one experiment keeps it short
+    # three studies, each in its own profiled process (the shared build runs all six, plain);
+    # one experiment keeps it short
     done = run_profiler("build", "--model", str(tiny_model), "--workload", "query",
-                        "--experiment", "bf16", cwd=tiny_project)
+                        "--study", "batch_size", "--study", "stages", "--study",
+                        "optimizations", "--experiment", "bf16", cwd=tiny_project)
     assert done.returncode == 0, done.stderr
     run_dir = (tiny_project / "data" / "latest").resolve()
     study = json.loads((run_dir / "batch_size.json").read_text())
@@ -162,7 +178,10 @@ def test_full_build_under_scalene_profiles_and_names_every_workload(tiny_project
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["workload"] == "query"
-    assert set(summary["studies"]) == set(STUDIES)
+    assert set(summary["studies"]) == {"batch_size", "stages", "optimizations"}
+    for name in summary["studies"]:  # each its own process, each profiled
+        assert json.loads((run_dir / f"{name}.json").read_text())["scalene"]["status"] == \
+            "profiled", name
     assert study["result"]["workload"] == "query"
     optimizations = json.loads((run_dir / "optimizations.json").read_text())["result"]
     assert optimizations["workload"] == "query" and optimizations["batch_sizes"] == [1]
@@ -172,10 +191,8 @@ def test_full_build_under_scalene_profiles_and_names_every_workload(tiny_project
     best = summary["studies"]["optimizations"]["best"]  # against fp32, one text per call
     assert best is not None and (best["batch_size"], best["plain_batch_size"]) == (1, 1)
     assert {b["workload"] for b in summary["bottlenecks"]} <= {"query", "bulk", "stream"}
-    for name, workload in PAGE_WORKLOADS.items():
-        html = (tiny_project / "site" / name).read_text(encoding="utf-8")
-        titles = re.findall(r'<p class="admonition-title">Workload: ([^<]*)</p>', html)
-        assert titles == [workload], name
+    assert page_workloads(tiny_project / "site", PAGE_WORKLOADS) == {
+        name: [workload] for name, workload in PAGE_WORKLOADS.items()}
     # a query service's home page leads with latency per call, not a batch size
     home = read_page(tiny_project / "site" / "index.html")
     headline = {r["Figure"]: r["Value"] for r in table_by_header(home, "Figure", "Value")}
@@ -205,9 +222,9 @@ def test_profiles_are_published_compressed_without_scalene_viewer_unless_asked(
 
 def test_failing_scalene_falls_back_to_a_plain_run(tiny_project: Path, tiny_model: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from profiler import scalene as scalene_module
     from profiler.build import Workspace, plan_build, run_build
     from profiler.config import load_settings
+    from profiler.runner import process as scalene_module
 
     def broken(run_dir: Path, studies: list[str], outfile: Path) -> list[str]:
         return [sys.executable, "-c", "import sys; sys.exit('scalene: cannot start')"]

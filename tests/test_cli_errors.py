@@ -6,12 +6,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_cli, run_profiler
 
 RUN_ID = "20250101T000000Z"
 OLD = 1_600_000_000  # an mtime in the past, so any rewrite shows
@@ -19,12 +19,8 @@ OLD = 1_600_000_000  # an mtime in the past, so any rewrite shows
 
 def profiler(args: list[str], cwd: Path, env: dict[str, str] | None = None,
              ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m profiler ARGS` in `cwd` the way a user would."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                "NO_COLOR": "1", **(env or {})}
-    full_env.pop("PYTHONWARNINGS", None)
-    return subprocess.run([sys.executable, "-m", "profiler", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=180)
+    """The `profiler` entry point with ARGS in `cwd`, in this process: no case loads a model."""
+    return run_cli(*args, cwd=cwd, env={"NO_COLOR": "1", **(env or {})})
 
 
 def snapshot(root: Path) -> dict[str, Any]:
@@ -228,7 +224,7 @@ def test_render_unknown_run_id(existing_run: Path, project: Path) -> None:
 
 
 def test_help_exits_zero(project: Path) -> None:
-    done = profiler(["--help"], project)
+    done = run_profiler("--help", cwd=project)  # the installed command, in its own process
     assert done.returncode == 0, done.stderr
     assert "build" in done.stdout
     assert "render" in done.stdout

@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import run_profiler
+from helpers import run_cli
 
 from profiler.analysis.compare import compare_runs, history_noise
-from profiler.analysis.history import (
+from profiler.errors import ProfilerError
+from profiler.history.store import (
     append_run,
     fingerprint,
     incomparable,
@@ -20,7 +21,6 @@ from profiler.analysis.history import (
     save_baseline,
     thin,
 )
-from profiler.errors import ProfilerError
 from profiler.storage import write_json
 
 MACHINE = {"cpu_model": "Test CPU", "logical_cores": 2, "ram_gb": 24.0, "gpu": None,
@@ -155,25 +155,25 @@ def _project_with_history(root: Path, runs: list[dict[str, Any]]) -> Path:
 
 def test_compare_command_exits_3_exactly_when_something_regressed(tmp_path: Path) -> None:
     _project_with_history(tmp_path, [record(1), record(2), record(3, throughput=70.0, n=10)])
-    done = run_profiler("compare", "--fail-on-regression", cwd=tmp_path)
+    done = run_cli("compare", "--fail-on-regression", cwd=tmp_path)
     assert done.returncode == 3, done.stderr
     assert "REGRESSED" in done.stderr
-    calm = run_profiler("compare", "20260001", "20260002", "--fail-on-regression", cwd=tmp_path)
+    calm = run_cli("compare", "20260001", "20260002", "--fail-on-regression", cwd=tmp_path)
     assert calm.returncode == 0, calm.stderr
     assert "REGRESSED" not in calm.stderr
-    plain = run_profiler("compare", cwd=tmp_path)  # without the flag a regression is reported only
+    plain = run_cli("compare", cwd=tmp_path)  # without the flag a regression is reported only
     assert plain.returncode == 0 and "REGRESSED" in plain.stderr
 
 
 def test_baseline_set_and_show(tmp_path: Path) -> None:
     data = _project_with_history(tmp_path, [record(1), record(2)])
-    done = run_profiler("baseline", "set", "20260001", cwd=tmp_path)
+    done = run_cli("baseline", "set", "20260001", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads((data / "baseline.json").read_text())["run_id"] == "20260001"
-    shown = run_profiler("baseline", "show", cwd=tmp_path)
+    shown = run_cli("baseline", "show", cwd=tmp_path)
     assert shown.returncode == 0 and "20260001" in shown.stdout
     assert "bulk_best_texts_per_s" in shown.stdout
-    missing = run_profiler("baseline", "set", "1999", cwd=tmp_path)
+    missing = run_cli("baseline", "set", "1999", cwd=tmp_path)
     assert missing.returncode == 1
     assert missing.stderr.strip() == "error: no run in the history match '1999'"
 
@@ -183,7 +183,7 @@ def test_baseline_set_and_show(tmp_path: Path) -> None:
 def test_compare_names_a_broken_file_in_one_line(tmp_path: Path, name: str, text: str) -> None:
     data = _project_with_history(tmp_path, [record(1), record(2)])
     (data / name).write_text(text)
-    done = run_profiler("compare", cwd=tmp_path)
+    done = run_cli("compare", cwd=tmp_path)
     if name == "history.json":
         assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
         assert name in done.stderr and "Traceback" not in done.stderr
@@ -195,6 +195,6 @@ def test_compare_names_a_broken_file_in_one_line(tmp_path: Path, name: str, text
 def test_a_pinned_baseline_is_compared_too(tmp_path: Path) -> None:
     data = _project_with_history(tmp_path, [record(1), record(2), record(3)])
     save_baseline(data / "baseline.json", record(1))
-    done = run_profiler("compare", cwd=tmp_path)
+    done = run_cli("compare", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "vs baseline 20260001" in done.stderr and "vs previous 20260002" in done.stderr

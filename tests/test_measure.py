@@ -152,7 +152,7 @@ def test_peak_rss_catches_a_temporary_allocation() -> None:
         time.sleep(0.2)  # several sampling intervals
         del block
     assert memory.increase_mb > 100
-    assert memory.peak_mb >= memory.start_mb
+    assert memory.peak_mb > rss_mb() + 100  # the peak saw the block, since given back
 
 
 def test_peak_rss_without_allocation_is_small() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import SHARED
 from helpers import fmt, read_page, run_profiler, table_by_header
 
 from profiler.config import Settings, Timing
@@ -24,6 +25,9 @@ from profiler.studies.memory import MemoryStudy, probe
 TEXTS = [f"the river rose by {n} percent in the old city and the law was passed" * 3
          for n in range(40)]
 LEAK_TIMING = Timing(leak_iterations=10, leak_warmup=2, leak_texts=32)
+
+# module-scoped fixtures below are built once: the module's tests run on one worker
+pytestmark = pytest.mark.xdist_group("leak_checks")
 
 
 class KeepEveryOutput(torch.nn.Module):
@@ -73,38 +77,41 @@ def test_judge_flags_steady_growth_but_not_warm_up_growth() -> None:
 
 LEAK_SCRIPT = """
 import json, sys, torch
-sys.path.insert(0, sys.argv[3])
+sys.path.insert(0, sys.argv[2])
 from test_memory_leak import KeepEveryOutput, LEAK_TIMING, TEXTS
 from profiler.config import Settings
 from profiler.model import load_model, resolve_model
 from profiler.studies.base import StudyContext
 from profiler.studies.leak import LeakStudy
 model, info = load_model(resolve_model(sys.argv[1]), "cpu")
-if sys.argv[2] == "leaky":
-    model.append(KeepEveryOutput())
 ctx = StudyContext(model=model, info=info, texts=TEXTS,
                    settings=Settings(timing=LEAK_TIMING, length_batch_size=4))
-print(json.dumps(LeakStudy().run(ctx)))
+found = {"clean": LeakStudy().run(ctx)}
+model.append(KeepEveryOutput())  # the same model, now keeping every output it makes
+found["leaky"] = LeakStudy().run(ctx)
+print(json.dumps(found))
 """
 
 
-def _leak_check(tiny_model: Path, kind: str) -> dict[str, Any]:
-    """Run the leak check in a fresh process, as a build does: pytest's heap is not a baseline."""
-    done = subprocess.run([sys.executable, "-c", LEAK_SCRIPT, str(tiny_model), kind,
+@pytest.fixture(scope="module")
+def leak_checks(tiny_model: Path) -> dict[str, dict[str, Any]]:
+    """The leak check on the clean tiny model, then with a planted leak, in one fresh process
+    (as a build runs it: pytest's heap is not a baseline)."""
+    done = subprocess.run([sys.executable, "-c", LEAK_SCRIPT, str(tiny_model),
                            str(Path(__file__).parent)], capture_output=True, text=True,
                           check=True, timeout=600)
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def test_leak_check_flags_a_planted_leak(tiny_model: Path) -> None:
-    result = _leak_check(tiny_model, "leaky")
+def test_leak_check_flags_a_planted_leak(leak_checks: dict[str, dict[str, Any]]) -> None:
+    result = leak_checks["leaky"]
     assert result["leak"] is True
     assert result["fit"]["slope"] > 0.05
     assert len(result["rss_mb"]) == 10 and len(result["warmup_rss_mb"]) == 2
 
 
-def test_leak_check_passes_the_clean_tiny_model(tiny_model: Path) -> None:
-    result = _leak_check(tiny_model, "clean")
+def test_leak_check_passes_the_clean_tiny_model(leak_checks: dict[str, dict[str, Any]]) -> None:
+    result = leak_checks["clean"]
     assert result["leak"] is False
     assert result["steady_from"] == 5 and result["fit"]["n"] == 5
 
@@ -131,10 +138,9 @@ def test_memory_probe_in_a_fresh_process(tiny_model: Path) -> None:
     assert point.samples >= 1 and point.cuda_memory_mb is None
 
 
-def test_memory_and_leak_pages_show_their_figures(tiny_project: Path, tiny_model: Path) -> None:
-    done = run_profiler("build", "--model", str(tiny_model), "--no-scalene", "--study", "memory",
-                        "--study", "leak", cwd=tiny_project)
-    assert done.returncode == 0, done.stderr
+@SHARED
+def test_memory_and_leak_pages_show_their_figures(bulk_build: Path) -> None:
+    tiny_project = bulk_build
     run_dir = (tiny_project / "data" / "latest").resolve()
     memory = json.loads((run_dir / "memory.json").read_text())["result"]
     assert [p["batch_size"] for p in memory["points"]] == [2, 4, 8]

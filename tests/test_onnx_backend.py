@@ -11,9 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from profiler import onnx_backend
-from profiler.errors import ProfilerError
-from profiler.onnx_backend import (
+from profiler.backends import onnx as onnx_backend
+from profiler.backends.onnx import (
     OnnxEncoder,
     choose_quant_config,
     export_onnx,
@@ -21,6 +20,7 @@ from profiler.onnx_backend import (
     optimize_onnx,
     quantize_int8,
 )
+from profiler.errors import ProfilerError
 
 TEXTS = [
     "the river rose",

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from profiler.backends.onnx import export_onnx
+from profiler.backends.openvino import OpenVinoEncoder, openvino_available
 from profiler.errors import ProfilerError
-from profiler.onnx_backend import export_onnx
-from profiler.openvino_backend import OpenVinoEncoder, openvino_available
 
 TEXTS = [
     "the river rose",

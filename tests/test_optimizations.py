@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SHARED
 from helpers import fmt, read_page, run_profiler, table_by_header
 
+from profiler.backends.variants import FAMILIES, Skip, Variant, variants
 from profiler.config import Settings, Timing
 from profiler.measure.flops import batch_flops, flops_per_token, model_config
 from profiler.model import load_model, resolve_model
@@ -28,7 +30,6 @@ from profiler.studies.optimizations import (
     sample_batches,
     selected_variants,
 )
-from profiler.variants import FAMILIES, Skip, Variant, variants
 from profiler.workloads import (
     Encode,
     bulk_schedule,
@@ -245,11 +246,9 @@ def test_quick_mode_skips_compile_and_the_second_backend_variants(tiny_model: Pa
         assert row.status == "skipped" and "--quick" in (row.reason or ""), name
 
 
-def test_optimizations_page_and_recommendations(tiny_project: Path, tiny_model: Path) -> None:
-    done = run_profiler("build", "--model", str(tiny_model), "--no-scalene", "--study",
-                        "batch_size", "--study", "optimizations", "--experiment", "bf16",
-                        "--experiment", "onnx", cwd=tiny_project)
-    assert done.returncode == 0, done.stderr
+@SHARED
+def test_optimizations_page_and_recommendations(bulk_build: Path) -> None:
+    tiny_project = bulk_build  # every study, with the bf16 and onnx experiments
     run_dir = (tiny_project / "data" / "latest").resolve()
     result = json.loads((run_dir / "optimizations.json").read_text())["result"]
     assert result["workload"] == "bulk" and result["texts"] == 48

@@ -12,19 +12,14 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import configure_tiny, copy_project
-from helpers import read_page, run_profiler, table_by_header
+from conftest import SHARED
+from helpers import read_page, run_cli, run_profiler, table_by_header
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
-          vega_bundle: Path) -> Path:
-    """A project with one real tiny build (batch_size only) and its site."""
-    project = configure_tiny(copy_project(tmp_path_factory.mktemp("built")), vega_bundle)
-    done = run_profiler("build", "--model", str(tiny_model), "--no-scalene", "--study",
-                        "batch_size", cwd=project)
-    assert done.returncode == 0, done.stderr
-    return project
+@pytest.fixture
+def built(bulk_build: Path) -> Path:
+    """The shared tiny build (every study) and its site; read, never changed."""
+    return bulk_build
 
 
 def fake_run(source: Path, target_root: Path, run_id: str, cpu: str, model: str) -> Path:
@@ -56,9 +51,10 @@ def runs(built: Path, tmp_path: Path) -> list[Path]:
                                               ("Runner CPU", "model-a")], start=1)]
 
 
+@SHARED
 def test_merge_brings_every_pair_onto_the_matrix_page(tiny_project: Path,
                                                       runs: list[Path]) -> None:
-    done = run_profiler("merge", *map(str, runs), cwd=tiny_project)
+    done = run_cli("merge", *map(str, runs), cwd=tiny_project)
     assert done.returncode == 0, done.stderr
     assert "merged 3 run(s)" in done.stderr
     data = tiny_project / "data"
@@ -66,11 +62,11 @@ def test_merge_brings_every_pair_onto_the_matrix_page(tiny_project: Path,
     assert [r["run_id"] for r in history] == [r.name for r in runs]
     assert (data / "latest").resolve().name == runs[-1].name
     before = (data / "history.json").read_bytes()
-    again = run_profiler("merge", *map(str, runs), cwd=tiny_project)  # idempotent
+    again = run_cli("merge", *map(str, runs), cwd=tiny_project)  # idempotent
     assert again.returncode == 0 and "merged 0 run(s)" in again.stderr
     assert (data / "history.json").read_bytes() == before
 
-    assert run_profiler("render", cwd=tiny_project).returncode == 0
+    assert run_cli("render", cwd=tiny_project).returncode == 0
     page = read_page(tiny_project / "site" / "report" / "matrix" / "index.html")
     rows = table_by_header(page, "Model", "Machine")
     pairs = {(r["Model"].split(" [")[0], r["Machine"].split(" (")[0]) for r in rows}
@@ -81,6 +77,7 @@ def test_merge_brings_every_pair_onto_the_matrix_page(tiny_project: Path,
     assert len(lines) == 3
 
 
+@SHARED
 def test_merge_refuses_bad_folders_without_touching_data(tiny_project: Path,
                                                          runs: list[Path]) -> None:
     data = tiny_project / "data"
@@ -94,7 +91,7 @@ def test_merge_refuses_bad_folders_without_touching_data(tiny_project: Path,
     for args, message in (([runs[0], broken], f"{broken} is not a complete run"),
                           ([runs[0], twin], f"{twin} is another copy of run {runs[0].name}"),
                           ([future], f"{future} has schema_version 99")):
-        done = run_profiler("merge", *map(str, args), cwd=tiny_project)
+        done = run_cli("merge", *map(str, args), cwd=tiny_project)
         assert done.returncode == 1, done.stderr
         assert done.stderr.strip().startswith(f"error: {message}"), done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
@@ -113,13 +110,14 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     httpd.shutdown()
 
 
+@SHARED
 def test_restore_takes_the_history_from_the_published_site(built: Path, tiny_project: Path,
                                                            server: tuple[str, Path]) -> None:
     url, root = server
     shutil.copytree(built / "site", root, dirs_exist_ok=True)
     published = json.loads((root / "report" / "files" / "history.json").read_text())["runs"]
     assert published
-    done = run_profiler("restore", url, cwd=tiny_project)
+    done = run_cli("restore", url, cwd=tiny_project)
     assert done.returncode == 0, done.stderr
     assert f"restored {len(published)} run(s)" in done.stderr
     restored = json.loads((tiny_project / "data" / "history.json").read_text())["runs"]
@@ -133,7 +131,7 @@ def test_restore_without_a_usable_history_starts_fresh_and_says_so(
     if history is not None:
         (root / "report" / "files").mkdir(parents=True)
         (root / "report" / "files" / "history.json").write_text(history)
-    done = run_profiler("restore", url, cwd=tiny_project)
+    done = run_cli("restore", url, cwd=tiny_project)
     assert done.returncode == 0, done.stderr
     assert "starting a fresh history" in done.stderr
     assert ("HTTP 404" if history is None else "unusable") in done.stderr
@@ -143,12 +141,13 @@ def test_restore_without_a_usable_history_starts_fresh_and_says_so(
 
 
 def test_restore_refuses_an_address_that_is_not_a_site(tiny_project: Path) -> None:
-    done = run_profiler("restore", "gh-pages", cwd=tiny_project)
+    done = run_cli("restore", "gh-pages", cwd=tiny_project)
     assert done.returncode == 1
     assert done.stderr.strip() == ("error: restore needs the published site's address (http or "
                                    "https), got 'gh-pages'")
 
 
+@SHARED
 def test_deploy_pushes_the_site_to_gh_pages(built: Path, tmp_path: Path) -> None:
     remote = tmp_path / "remote.git"
     git = functools.partial(subprocess.run, check=True, capture_output=True, text=True)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import fmt, read_page, run_profiler, table_by_header
+from conftest import SHARED, copy_build
+from helpers import fmt, read_page, run_cli, run_profiler, table_by_header
 
 from profiler.config import Settings, Timing
 from profiler.errors import ProfilerError
 from profiler.model import load_model, resolve_model
+from profiler.rundir import CONFIG, SUMMARY, RunDir
 from profiler.studies.base import StudyContext
-from profiler.studies.stages import STAGES, encode_in_stages
+from profiler.studies.stages import STAGES, encode_in_stages, staged_encode
 from profiler.studies.text_length import (
     LengthPoint,
     TextLengthStudy,
@@ -77,19 +80,20 @@ def test_stages_add_up_and_produce_the_same_embedding(tiny_model: Path) -> None:
     model, info = load_model(resolve_model(str(tiny_model)), "cpu")
     ctx = StudyContext(model=model, info=info, texts=CORPUS,
                        settings=Settings(timing=Timing(min_repeats=2)))
-    laps = encode_in_stages(ctx, CORPUS)
+    start = time.perf_counter()
+    laps, embeddings = staged_encode(ctx, CORPUS)
+    wall = time.perf_counter() - start
     assert list(laps) == list(STAGES)
-    assert all(seconds >= 0 for seconds in laps.values())
-    assert laps["forward"] > 0
+    assert all(seconds >= 0 for seconds in laps.values()) and laps["forward"] > 0
+    assert 0.5 * wall <= sum(laps.values()) <= wall  # the stages cover the call, nothing twice
+    assert embeddings == pytest.approx(model.encode(CORPUS, batch_size=len(CORPUS)), abs=1e-5)
+    assert encode_in_stages(ctx, CORPUS[:2]).keys() == laps.keys()
 
 
-def test_build_runs_the_new_studies_and_shows_their_numbers(tiny_project: Path,
-                                                            tiny_model: Path) -> None:
-    done = run_profiler("build", "--model", str(tiny_model), "--no-scalene",
-                        "--study", "text_length", "--study", "stages", cwd=tiny_project)
-    assert done.returncode == 0, done.stderr
+@SHARED
+def test_build_runs_the_new_studies_and_shows_their_numbers(bulk_build: Path) -> None:
+    tiny_project = bulk_build
     run_dir = (tiny_project / "data" / "latest").resolve()
-    assert not (run_dir / "batch_size.json").exists()
 
     length = json.loads((run_dir / "text_length.json").read_text())["result"]
     assert [p["target_chars"] for p in length["points"]] == [10, 100, 400]
@@ -116,8 +120,22 @@ def test_build_runs_the_new_studies_and_shows_their_numbers(tiny_project: Path,
     for point in stages["points"]:
         assert stage_rows[str(point["batch_size"])]["forward %"] == fmt(
             100 * point["stage_share"]["forward"])
-    batch_page = (tiny_project / "site" / "report" / "batch-size" / "index.html").read_text()
+
+
+@SHARED
+def test_a_study_left_out_of_a_run_says_so_on_its_page(bulk_build: Path, tmp_path: Path) -> None:
+    project = copy_build(bulk_build, tmp_path / "project")
+    run = RunDir((project / "data" / "latest").resolve())
+    for name in (CONFIG, SUMMARY):  # the same run, as if built with --study text_length
+        data = run.read(name)
+        data["studies"] = ({"text_length": data["studies"]["text_length"]} if name == SUMMARY
+                           else ["text_length"])
+        run.write(name, {k: v for k, v in data.items() if k != "schema_version"})
+    assert run_cli("render", cwd=project).returncode == 0
+    batch_page = (project / "site" / "report" / "batch-size" / "index.html").read_text()
     assert "did not run the batch-size study" in batch_page
+    assert "did not run" not in (project / "site" / "report" / "text-length" /
+                                 "index.html").read_text()
 
 
 def test_corpus_too_small_is_one_line_error(tiny_project: Path, tiny_model: Path) -> None:

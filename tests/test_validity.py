@@ -22,13 +22,13 @@ from profiler.analysis.recommendations import best_configuration, not_recommende
 from profiler.analysis.verdicts import Sampled, judge
 from profiler.config import QUICK_TIMING, Settings, load_settings
 from profiler.errors import ProfilerError
+from profiler.history.tracking import pooled
 from profiler.measure.metrics import Metric
 from profiler.measure.stats import speedup_interval, summarize
 from profiler.measure.validity import MIN_SAMPLES, check, unreliable
 from profiler.report.render import environment
 from profiler.safety import text
 from profiler.studies.batch_size import WorkloadPoint, metrics_of, pick_batch_sizes
-from profiler.tracking import pooled
 from profiler.workloads import Padding
 
 REPO = Path(__file__).resolve().parent.parent

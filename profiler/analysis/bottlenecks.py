@@ -16,12 +16,13 @@ inside a failed A/A check's spread is no gain. The methodology page states the s
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from profiler.analysis.recommendations import aa_floor
 from profiler.measure.stats import speedup
 from profiler.measure.validity import unreliable
+from profiler.storage import Record
 
 SEVERITY = (("high", 30.0), ("medium", 10.0), ("low", 0.0))
 ORDER = {name: rank for rank, (name, _) in enumerate(SEVERITY)}
@@ -32,7 +33,7 @@ FAMILIES = {"dtype": ("bf16", "fp16", "torch_int8"),
 
 
 @dataclass(frozen=True)
-class Bottleneck:
+class Bottleneck(Record):
     """A measured cost, the change that removes it, how much it saves and the figures behind it."""
 
     title: str
@@ -45,22 +46,14 @@ class Bottleneck:
     workload: str
     keeps_quality: bool = True  # False: only a change that costs quality removes it
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the bottleneck as plain data."""
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class Context:
+class Context(Record):
     """A measured fact that explains the figures but that no single change removes."""
 
     title: str
     study: str
     evidence: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the fact as plain data."""
-        return asdict(self)
 
 
 def severity_of(impact_pct: float) -> str:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from profiler.analysis.history import fingerprint, incomparable
 from profiler.analysis.verdicts import DEFAULT_MARGIN, FDR_Q, Sampled, judge, statistic
+from profiler.history.store import fingerprint, incomparable
 from profiler.measure.metrics import Metric
 from profiler.measure.validity import reason_of
 

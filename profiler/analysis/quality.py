@@ -7,17 +7,18 @@ of the whole space keeps every neighbour but lowers the cosines; both are report
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
+
+from profiler.storage import Record
 
 ZERO_NORM = 1e-12
 BLOCK_ROWS = 1024  # similarity rows per block: keeps memory at BLOCK_ROWS * n floats
 
 
 @dataclass(frozen=True)
-class Quality:
+class Quality(Record):
     """Agreement of a candidate's embeddings with the reference's."""
 
     cosine_mean: float
@@ -26,10 +27,6 @@ class Quality:
     neighbour_overlap_mean: float
     neighbour_k: int
     texts: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the quality figures as plain data."""
-        return asdict(self)
 
 
 def cosine_to_reference(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:

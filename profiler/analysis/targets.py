@@ -6,8 +6,10 @@ under 1.0 ms, peak memory under 2 GB. Each target says which workload its figure
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
+
+from profiler.storage import Record
 
 DEFAULT_TARGETS = {"throughput_texts_per_s": 500.0, "latency_ms_per_text_p95": 1.0,
                    "peak_memory_mb": 2048.0}
@@ -17,7 +19,7 @@ TITLES = {"throughput_texts_per_s": ("Throughput", "texts/s", "at least"),
 
 
 @dataclass(frozen=True)
-class Target:
+class Target(Record):
     """One target: its limit, the measured figure, pass or fail, and what was measured."""
 
     name: str
@@ -29,10 +31,6 @@ class Target:
     passed: bool | None  # None: the study that measures it did not run
     workload: str
     evidence: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the target as plain data."""
-        return asdict(self)
 
 
 def check_targets(headlines: dict[str, dict[str, Any]],

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
+from profiler.storage import Record
+
 
 @dataclass(frozen=True)
-class LinearFit:
+class LinearFit(Record):
     """y = slope * x + intercept, fitted by ordinary least squares."""
 
     slope: float
@@ -17,10 +18,6 @@ class LinearFit:
     r2: float | None
     slope_ci95: tuple[float, float] | None  # None with fewer than 3 points
     n: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the fit as plain data."""
-        return asdict(self)
 
 
 def linear_fit(x: list[float], y: list[float]) -> LinearFit:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from profiler.errors import ProfilerError
 from profiler.measure.stats import Stats, summarize
 from profiler.measure.timing import timed
+from profiler.storage import Record
 
 # Vector and matrix extensions that decide how fast fp32, bf16 and int8 matmuls run.
 FLAGS_OF_INTEREST = ("fma", "avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16",
@@ -19,7 +20,7 @@ CPUINFO = Path("/proc/cpuinfo")
 
 
 @dataclass(frozen=True)
-class Peak:
+class Peak(Record):
     """Measured throughput of a square matmul: every repeat kept, the best one quoted."""
 
     device: str
@@ -28,10 +29,6 @@ class Peak:
     gflops: Stats
     best_gflops: float
     threads: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the peak as plain data."""
-        return asdict(self)
 
 
 def measure_peak(device: str, dtype: str, size: int = 1024, min_time_s: float = 0.5,

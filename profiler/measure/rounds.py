@@ -17,10 +17,12 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+
+from profiler.storage import Record
 
 AA_SUFFIX = " (A/A)"  # the reference's twin: the no-op every comparison carries
 Rates = dict[str, list[float]]  # contender -> texts/s per round, aligned by round
@@ -56,7 +58,7 @@ def precision_of(timing: RoundSettings, share: float = 1.0) -> Precision:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Outcome(Record):
     """How a set of rounds ended, and how precise each claim was then."""
 
     rounds: int
@@ -65,10 +67,6 @@ class Outcome:
     target: float
     budget_s: float
     widths: dict[str, float | None]  # claim -> relative half-width (None: not computable)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the outcome as plain data."""
-        return asdict(self)
 
     @property
     def widest(self) -> float:
@@ -195,7 +193,7 @@ def _outcome(rounds: int, why: str, elapsed: float, precision: Precision,
 
 
 @dataclass(frozen=True)
-class AaCheck:
+class AaCheck(Record):
     """The no-op comparison: the reference against its own twin."""
 
     speedup: float
@@ -205,10 +203,6 @@ class AaCheck:
     passed: bool
     noise_floor: float  # no claim smaller than this is made when the check failed
     rounds: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the check as plain data."""
-        return asdict(self)
 
 
 def aa_check(rates: Rates, reference: str, target: float) -> AaCheck | None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
+from profiler.storage import Record
+
 
 @dataclass(frozen=True)
-class Stats:
+class Stats(Record):
     """Summary of repeated samples of one quantity."""
 
     n: int
@@ -23,10 +24,6 @@ class Stats:
     p95: float
     p99: float
     samples: list[float]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the statistics as plain data."""
-        return asdict(self)
 
 
 def summarize(samples: list[float]) -> Stats:

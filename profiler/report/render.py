@@ -11,11 +11,11 @@ from typing import Any
 
 import jinja2
 
-from profiler.analysis.history import HISTORY_FILE, load_history
+from profiler.analysis.derive import DERIVED, derive
 from profiler.analysis.hotspots import cross_check
-from profiler.analysis.targets import check_targets
 from profiler.analysis.verdicts import FDR_Q
 from profiler.errors import ProfilerError, first_line
+from profiler.history.store import HISTORY_FILE, load_history
 from profiler.report.charts import CHARTS
 from profiler.report.downloads import study_rows, to_csv
 from profiler.report.trends import (
@@ -24,8 +24,9 @@ from profiler.report.trends import (
     publish_history,
     write_run_records,
 )
+from profiler.rundir import COMPARISON, CONFIG, SUMMARY, SYSTEM, RunDir
 from profiler.safety import code, host_details, redact, text
-from profiler.storage import read_json, require, write_text
+from profiler.storage import write_text
 from profiler.studies import STUDIES
 from profiler.workloads import DESCRIPTIONS
 
@@ -36,7 +37,7 @@ SUMMARY_FIELDS = ("run_id", "studies", "model", "device", "corpus", "workload", 
 def find_run(data: Path, run_id: str | None) -> Path:
     """Return data/runs/<run_id>, or data/latest; raise ProfilerError if there is none."""
     run = data / "runs" / run_id if run_id else data / "latest"
-    if not (run / "summary.json").is_file():
+    if not RunDir(run).has(SUMMARY):
         what = f"run {run_id}" if run_id else "a complete run (data/latest)"
         raise ProfilerError(f"no results for {what}: run `profiler build` first")
     return run.resolve()
@@ -89,35 +90,40 @@ def render_pages(root: Path, run_dir: Path) -> list[Path]:
 
 def load_run(run_dir: Path) -> dict[str, Any]:
     """Read a run's config, system, summary and study results into one template context."""
-    summary = require(run_dir / "summary.json", read_json(run_dir / "summary.json"),
-                      *SUMMARY_FIELDS)
-    studies = {name: require(run_dir / f"{name}.json", read_json(run_dir / f"{name}.json"),
-                             "result", "model", "scalene")
+    run = RunDir(run_dir)
+    summary = run.read(SUMMARY, *SUMMARY_FIELDS)
+    studies = {name: run.read_study(name, "result", "model", "scalene")
                for name in summary["studies"]}
-    config = require(run_dir / "config.json", read_json(run_dir / "config.json"), "settings")
+    config = run.read(CONFIG, "settings")
     for study in studies.values():  # Scalene's hotspots against the independent profile
         hotspots = study.get("hotspots") or {}
         study["hotspot_check"] = cross_check(hotspots.get("cpu_functions") or [],
                                              study["result"].get("reference_profile"))
-    if "targets" not in summary:  # a run built before targets: judge its headline figures now
-        summary["targets"] = [t.to_dict() for t in check_targets(
-            summary["studies"], config["settings"].get("targets") or {})]
+    summary.update(analysis_of(studies, config["settings"], summary))
     return {"id": run_dir.name, "comparison": load_comparison(run_dir),
             "config": config,
-            "system": read_json(run_dir / "system.json"), "summary": summary,
+            "system": run.read(SYSTEM), "summary": summary,
             "studies": studies, "pages": {name: f"report/{name.replace('_', '-')}.md"
                                           for name in STUDIES}, "titles":
             {name: study.TITLE for name, study in STUDIES.items()}}
 
 
+def analysis_of(studies: dict[str, Any], settings: dict[str, Any],
+                summary: dict[str, Any]) -> dict[str, Any]:
+    """Today's analysis of the run's measurements; what the summary froze, if they predate it."""
+    try:
+        return derive({name: study["result"] for name, study in studies.items()}, settings)
+    except (KeyError, TypeError, ValueError):  # results from before a field today's analysis reads
+        return {key: summary[key] for key in DERIVED if key in summary}
+
+
 def load_comparison(run_dir: Path) -> dict[str, Any]:
     """The run's verdicts (comparison.json), or why there are none."""
-    path = run_dir / "comparison.json"
-    if not path.is_file():
-        return {"comparisons": [], "problems": ["this run was not compared (no comparison.json)"],
+    if not RunDir(run_dir).has(COMPARISON):
+        return {"comparisons": [], "problems": [f"this run was not compared (no {COMPARISON})"],
                 "confirmed": None}
     try:
-        return read_json(path)
+        return RunDir(run_dir).read(COMPARISON)
     except ProfilerError as exc:
         return {"comparisons": [], "problems": [str(exc)], "confirmed": None}
 

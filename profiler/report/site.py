@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from profiler.errors import ProfilerError
+from profiler.rundir import SUMMARY, RunDir
 
 SITE_NAME_VARIABLE = "PROFILER_SITE_NAME"  # mkdocs.yml reads the site's name from it
 BUNDLE = Path("docs") / "assets" / "javascripts" / "vega-bundle.js"
@@ -54,3 +55,21 @@ def build_site(root: Path, model: str | None = None) -> Path:
 def site_size_mb(site: Path) -> float:
     """Return the total size of every file under `site`, in MB (what publishing uploads)."""
     return sum(path.stat().st_size for path in site.rglob("*") if path.is_file()) / MB
+
+
+def deploy(root: Path) -> str:
+    """Publish the built site/ to the gh-pages branch of origin with `mkdocs gh-deploy`."""
+    if not (root / "site" / "index.html").is_file():
+        raise ProfilerError(f"{root / 'site'} has no built site: run `profiler build` or "
+                            "`profiler render` first")
+    latest = RunDir(root / "data" / "latest")
+    model = (latest.read(SUMMARY).get("model") or {}).get("name") if latest.has(SUMMARY) else None
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "gh-deploy", "--force",
+                           "--no-history", "--message",
+                           "Publish the embedding profile"],
+                          cwd=root, capture_output=True, text=True, check=False,
+                          env={**os.environ, SITE_NAME_VARIABLE: site_title(model)})
+    if done.returncode != 0:
+        lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+        raise ProfilerError("mkdocs gh-deploy failed: " + (lines[-1] if lines else "no output"))
+    return "published site/ to the gh-pages branch of origin"

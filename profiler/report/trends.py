@@ -11,16 +11,17 @@ from typing import Any
 import altair as alt
 
 from profiler.analysis.changepoints import change_points
-from profiler.analysis.history import (
+from profiler.analysis.verdicts import statistic
+from profiler.errors import ProfilerError
+from profiler.history.store import (
     BASELINE_FILE,
     HISTORY_FILE,
+    RESTORE_NOTE,
     describe,
     fingerprint,
     load_history,
     load_record,
 )
-from profiler.analysis.verdicts import statistic
-from profiler.errors import ProfilerError
 from profiler.report.charts import HEIGHT, WIDTH
 from profiler.storage import read_json, write_json
 
@@ -53,8 +54,8 @@ def load_trends(data: Path, current: dict[str, Any] | None) -> dict[str, Any]:
 def _restore_note(data: Path) -> dict[str, Any] | None:
     """What `profiler restore` found before this build, if it ran."""
     with contextlib.suppress(ProfilerError):
-        if (data / "restore.json").is_file():
-            return read_json(data / "restore.json")
+        if (data / RESTORE_NOTE).is_file():
+            return read_json(data / RESTORE_NOTE)
     return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from profiler.config import STUDY_NAMES
 from profiler.studies.base import Study
 from profiler.studies.batch_size import BatchSizeStudy
 from profiler.studies.leak import LeakStudy
@@ -13,3 +14,4 @@ from profiler.studies.text_length import TextLengthStudy
 STUDIES: dict[str, type[Study]] = {
     study.NAME: study for study in (BatchSizeStudy, TextLengthStudy, MemoryStudy, LeakStudy,
                                         StagesStudy, OptimizationsStudy)}
+assert tuple(STUDIES) == STUDY_NAMES, "config.STUDY_NAMES must list the registry's studies"

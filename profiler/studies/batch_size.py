@@ -329,7 +329,7 @@ def cold_start(ctx: StudyContext) -> dict[str, Any] | None:
     emit("config", label="cold start (fresh process)", index=0, total=1)
     request = {"model_path": ctx.info.path, "device": ctx.device, "text": ctx.request[0],
                "trust_remote_code": ctx.settings.trust_remote_code}
-    done = subprocess.run([plain_python(), "-m", "profiler.cold_start"],
+    done = subprocess.run([plain_python(), "-m", "profiler.runner.cold_start"],
                           input=json.dumps(request), capture_output=True, text=True, check=False)
     if done.returncode != 0:
         emit("done", label="cold start", summary="failed")

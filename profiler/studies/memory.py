@@ -1,7 +1,7 @@
 """Memory study: RSS before and after the model loads and its peak while encoding, per batch size.
 
-Each batch size runs in a fresh process (`profiler.memory_probe`), so one size's allocations
-cannot hide inside another's high-water mark.
+Each batch size runs in a fresh process (`profiler.runner.memory_probe`), so one size's
+allocations cannot hide inside another's high-water mark.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def workload(ctx: StudyContext, batch_size: int) -> list[str]:
 
 
 def probe(ctx: StudyContext, batch_size: int) -> MemoryPoint | ProbeFailure:
-    """Run `profiler.memory_probe` in a fresh interpreter for one batch size.
+    """Run `profiler.runner.memory_probe` in a fresh interpreter for one batch size.
 
     A probe that runs out of memory (the limit, or the system's OOM killer) or fails
     otherwise is recorded as failed; the other batch sizes go on.
@@ -124,7 +124,7 @@ def probe(ctx: StudyContext, batch_size: int) -> MemoryPoint | ProbeFailure:
     request = {"model_path": ctx.info.path, "device": ctx.device, "batch_size": batch_size,
                "texts": workload(ctx, batch_size), "limit_mb": ctx.settings.memory_limit_mb,
                "trust_remote_code": ctx.settings.trust_remote_code}
-    done = subprocess.run([plain_python(), "-m", "profiler.memory_probe"],
+    done = subprocess.run([plain_python(), "-m", "profiler.runner.memory_probe"],
                           input=json.dumps(request), capture_output=True, text=True, check=False)
     if done.returncode == -signal.SIGKILL:
         return ProbeFailure(batch_size, "out of memory: the process was killed (SIGKILL)", True)

@@ -1,10 +1,10 @@
 """Optimization experiments: each configuration on the chosen workload at its own best batch size.
 
-Every variant (profiler/variants.py) is built and searches the batch sizes on a sample of the
-request, like a person looping over batch sizes and dtypes would. Then all of them, plain fp32
-and its A/A twin included, are timed side by side in interleaved rounds at the sizes they found
-(profiler/measure/rounds.py): each speedup comes from per-round ratios to fp32. Each variant's
-embeddings of the corpus are compared with fp32's.
+Every variant (profiler/backends/variants.py) is built and searches the batch sizes on a sample
+of the request, like a person looping over batch sizes and dtypes would. Then all of them, plain
+fp32 and its A/A twin included, are timed side by side in interleaved rounds at the sizes they
+found (profiler/measure/rounds.py): each speedup comes from per-round ratios to fp32. Each
+variant's embeddings of the corpus are compared with fp32's.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from profiler.analysis.quality import measure_quality
+from profiler.backends.variants import Encode, Skip, Variant, variants
 from profiler.measure.flops import model_config
 from profiler.measure.memory import PeakRss
 from profiler.measure.peak import Peak, cpu_flags, measure_peak, peak_dtypes
@@ -34,7 +35,6 @@ from profiler.measure.stats import Stats, summarize
 from profiler.measure.validity import MAX_CV, MIN_SAMPLES, Validity, check_paired
 from profiler.studies.base import Study, StudyContext, emit, round_progress
 from profiler.studies.batch_size import DEFAULT_BATCH_SIZE, measured_sizes
-from profiler.variants import Encode, Skip, Variant, variants
 from profiler.workloads import (
     Schedule,
     Share,

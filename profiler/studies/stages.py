@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from profiler.measure.stats import Stats, summarize
 from profiler.measure.timing import synchronize
 from profiler.studies.base import Study, StudyContext, emit, measure_each, quick_subset
+
+if TYPE_CHECKING:
+    import numpy as np
 
 STAGES = ("tokenize", "forward", "pooling", "output")
 
@@ -27,6 +30,11 @@ class StagePoint:
 
 def encode_in_stages(ctx: StudyContext, batch: list[str]) -> dict[str, float]:
     """Run what `encode` runs, module by module, timing each stage in seconds."""
+    return staged_encode(ctx, batch)[0]
+
+
+def staged_encode(ctx: StudyContext, batch: list[str]) -> tuple[dict[str, float], np.ndarray]:
+    """Each stage's seconds, and the embeddings the stages produce together (as `encode`'s)."""
     import torch
     from sentence_transformers.util import batch_to_device
 
@@ -45,9 +53,9 @@ def encode_in_stages(ctx: StudyContext, batch: list[str]) -> dict[str, float]:
         for module in list(model)[1:]:
             output = module(output)
         lap()
-    output["sentence_embedding"].float().cpu().numpy()
+    embeddings = output["sentence_embedding"].float().cpu().numpy()
     lap()
-    return {stage: clock[i + 1] - clock[i] for i, stage in enumerate(STAGES)}
+    return {stage: clock[i + 1] - clock[i] for i, stage in enumerate(STAGES)}, embeddings
 
 
 class StagesStudy(Study):

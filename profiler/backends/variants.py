@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from profiler.config import EXPERIMENTS
 from profiler.workloads import Encode, model_encode
 
 if TYPE_CHECKING:
     from profiler.studies.base import StudyContext
-
 
 
 class Skip(Exception):
@@ -149,7 +149,7 @@ def exported(kind: str, precision: str = "f32") -> Callable[[StudyContext], Any]
     """
     @contextmanager
     def build(ctx: StudyContext) -> Iterator[Encode]:
-        from profiler.onnx_backend import onnx_available
+        from profiler.backends.onnx import onnx_available
 
         problem = onnx_available() or (_openvino_problem() if kind == "openvino" else None)
         if problem:
@@ -162,20 +162,20 @@ def exported(kind: str, precision: str = "f32") -> Callable[[StudyContext], Any]
 
 
 def _openvino_problem() -> str | None:
-    from profiler.openvino_backend import openvino_available
+    from profiler.backends.openvino import openvino_available
 
     return openvino_available()
 
 
 def _exported_encoder(ctx: StudyContext, folder: Path, kind: str, precision: str) -> Encode:
-    from profiler.measure.peak import cpu_flags
-    from profiler.onnx_backend import (
+    from profiler.backends.onnx import (
         OnnxEncoder,
         export_onnx,
         graph_origin,
         optimize_onnx,
         quantize_int8,
     )
+    from profiler.measure.peak import cpu_flags
 
     threads = _threads()
     if kind == "o2":  # ONNX Runtime fuses attention only from the eager attention's graph
@@ -190,7 +190,7 @@ def _exported_encoder(ctx: StudyContext, folder: Path, kind: str, precision: str
                  "configuration, as sentence-transformers' export_dynamic_quantized_onnx_model)")
         return described(OnnxEncoder(ctx.model, quantized.path, threads).encode, graph, threads)
     if kind == "openvino":
-        from profiler.openvino_backend import OpenVinoEncoder
+        from profiler.backends.openvino import OpenVinoEncoder
 
         hint = "THROUGHPUT" if ctx.settings.workload == "bulk" else "LATENCY"
         encoder = OpenVinoEncoder(ctx.model, path, precision, hint, threads)
@@ -207,7 +207,7 @@ _EXPORTS: dict[int, Path] = {}
 
 def _plain_export(ctx: StudyContext) -> Path:
     """Export the model once per process; ONNX Runtime, int8 and OpenVINO all start from it."""
-    from profiler.onnx_backend import export_onnx
+    from profiler.backends.onnx import export_onnx
 
     key = id(ctx.model)
     if key not in _EXPORTS or not _EXPORTS[key].is_file():
@@ -227,22 +227,22 @@ ONNX_SNIPPET = """\
 # sentence-transformers' own ONNX backend (needs optimum-onnx, which pins transformers < 4.58):
 model = SentenceTransformer(model_name, backend="onnx")
 # what this profiler measured, with the transformers installed here:
-from profiler.onnx_backend import OnnxEncoder, export_onnx
+from profiler.backends.onnx import OnnxEncoder, export_onnx
 encoder = OnnxEncoder(model, export_onnx(model, Path("onnx")))
 embeddings = encoder.encode(texts, batch_size=BATCH)"""
 
 
 def onnx_int8_snippet() -> str:
     """The int8 export code, with the quantization configuration this CPU gets."""
+    from profiler.backends.onnx import choose_quant_config
     from profiler.measure.peak import cpu_flags
-    from profiler.onnx_backend import choose_quant_config
 
     config = choose_quant_config(cpu_flags()).name
     return f"""\
 # sentence-transformers' helper (needs optimum-onnx):
 export_dynamic_quantized_onnx_model(model, "{config}", model_name_or_path)
 # what this profiler measured, with the transformers installed here:
-from profiler.onnx_backend import OnnxEncoder, export_onnx, quantize_int8
+from profiler.backends.onnx import OnnxEncoder, export_onnx, quantize_int8
 from profiler.measure.peak import cpu_flags
 int8 = quantize_int8(export_onnx(model, Path("onnx")), Path("onnx/model_int8.onnx"), cpu_flags())
 encoder = OnnxEncoder(model, int8.path)
@@ -253,20 +253,19 @@ OPENVINO_SNIPPET = """\
 # sentence-transformers' own backend (needs optimum-intel):
 model = SentenceTransformer(model_name, backend="openvino")
 # what this profiler measured, with the openvino package alone:
-from profiler.onnx_backend import export_onnx
-from profiler.openvino_backend import OpenVinoEncoder
+from profiler.backends.onnx import export_onnx
+from profiler.backends.openvino import OpenVinoEncoder
 encoder = OpenVinoEncoder(model, export_onnx(model, Path("onnx")), "{precision}", "{hint}")
 embeddings = encoder.encode(texts, batch_size=BATCH)"""
 
 O2_SNIPPET = """\
 # optimum's O2 level: ONNX Runtime's transformer fusions on the exported graph
-from profiler.onnx_backend import OnnxEncoder, export_onnx, optimize_onnx
+from profiler.backends.onnx import OnnxEncoder, export_onnx, optimize_onnx
 fused = optimize_onnx(export_onnx(model, Path("onnx"), attention="eager"),
                       Path("onnx/model_o2.onnx"), model)
 embeddings = OnnxEncoder(model, fused.path).encode(texts, batch_size=BATCH)"""
 
-FAMILIES = ("fp32", "bf16", "fp16", "torch_int8", "onnx", "onnx_int8", "openvino", "threads",
-            "max_seq", "compile")
+FAMILIES = EXPERIMENTS  # the experiments a user can pick; every variant belongs to one
 
 
 def described(encode: Encode, graph: str, threads: int) -> Encode:

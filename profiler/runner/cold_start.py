@@ -1,4 +1,4 @@
-"""Time a cold start in a fresh process: `python -m profiler.cold_start`.
+"""Time a cold start in a fresh process: `python -m profiler.runner.cold_start`.
 
 Reads {"model_path", "device", "text", "trust_remote_code"} as JSON on stdin and prints one
 JSON line: seconds to import torch and sentence-transformers, to load the model, and the

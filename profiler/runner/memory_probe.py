@@ -1,4 +1,4 @@
-"""Measure one batch size's memory in a fresh process: `python -m profiler.memory_probe`.
+"""Measure one batch size's memory in a fresh process: `python -m profiler.runner.memory_probe`.
 
 Reads a JSON request on stdin ({"model_path", "device", "batch_size", "texts", and optionally
 "limit_mb"}) and prints one JSON line: RSS at start, after imports, after the model loads, and

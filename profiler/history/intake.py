@@ -1,4 +1,4 @@
-"""Publishing across runs and machines: restore the published history, merge run folders, deploy.
+"""Runs from elsewhere: the history restored from the published site, and merged run folders.
 
 The site carries its own history (report/files/history.json), so CI restores it before a build
 and trends accumulate without committing results. Run folders from a job matrix (or copied from
@@ -8,30 +8,27 @@ anywhere) are merged into one data/ and rendered as one site.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from profiler.analysis.history import (
+from profiler.errors import ProfilerError
+from profiler.history.store import (
     BASELINE_FILE,
     HISTORY_FILE,
+    RESTORE_NOTE,
     append_run,
     load_history,
     load_record,
 )
-from profiler.errors import ProfilerError
-from profiler.report.site import SITE_NAME_VARIABLE, site_title
-from profiler.storage import SCHEMA_VERSION, point_latest, read_json, write_json
-from profiler.tracking import run_record
+from profiler.history.tracking import run_record
+from profiler.rundir import CONFIG, RUN_FILES, SUMMARY, RunDir
+from profiler.storage import SCHEMA_VERSION, point_latest, write_json
 
 PUBLISHED = "report/files"  # where the site carries history.json and baseline.json
-RESTORE_NOTE = "restore.json"  # what the last restore found, for the build log and trends page
 TIMEOUT_S = 30
 
 
@@ -124,8 +121,8 @@ def merge(folders: list[Path], data: Path) -> list[str]:
         if run_id in added:
             _copy_run(folder, data / "runs" / run_id)
             append_run(data / HISTORY_FILE, run_record(data / "runs" / run_id))
-    newest = max((p for p in (data / "runs").iterdir() if (p / "summary.json").is_file()),
-                 key=lambda p: read_json(p / "summary.json")["created"], default=None)
+    newest = max((p for p in (data / "runs").iterdir() if RunDir(p).has(SUMMARY)),
+                 key=lambda p: RunDir(p).read(SUMMARY)["created"], default=None)
     if newest is not None and added:
         point_latest(data, newest)
     return added
@@ -136,8 +133,9 @@ def _check_run(folder: Path) -> tuple[str, dict[str, Any]]:
     folder = folder.resolve() if folder.is_symlink() else folder
     if not folder.is_dir():
         raise ProfilerError(f"{folder} is not a folder")
-    for name in ("config.json", "system.json", "summary.json"):
-        if not (folder / name).is_file():
+    run = RunDir(folder)
+    for name in RUN_FILES:
+        if not run.has(name):
             raise ProfilerError(f"{folder} is not a complete run: {name} is missing")
     summary = _summary(folder)
     version = summary.get("schema_version")
@@ -147,20 +145,21 @@ def _check_run(folder: Path) -> tuple[str, dict[str, Any]]:
     if not summary.get("complete") or summary.get("run_id") != folder.name:
         raise ProfilerError(f"{folder} is not a complete run (its summary names no run "
                             f"{folder.name})")
-    for study in read_json(folder / "config.json").get("studies", []):
-        if not (folder / f"{study}.json").is_file():
+    for study in run.read(CONFIG).get("studies", []):
+        if not run.has_study(study):
             raise ProfilerError(f"{folder} is not a complete run: {study}.json is missing")
     return folder.name, summary
 
 
 def _summary(folder: Path) -> dict[str, Any]:
+    """The summary as written (not migrated): merge takes runs of this schema version only."""
     try:
-        found: dict[str, Any] = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        found = json.loads(RunDir(folder).file(SUMMARY).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProfilerError(f"{folder} is not a complete run: summary.json unreadable "
+        raise ProfilerError(f"{folder} is not a complete run: {SUMMARY} unreadable "
                             f"({exc})") from None
     if not isinstance(found, dict):
-        raise ProfilerError(f"{folder} is not a complete run: summary.json is not an object")
+        raise ProfilerError(f"{folder} is not a complete run: {SUMMARY} is not an object")
     return found
 
 
@@ -169,21 +168,3 @@ def _copy_run(folder: Path, target: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(folder, staging, symlinks=False)
     staging.replace(target)
-
-
-def deploy(root: Path) -> str:
-    """Publish the built site/ to the gh-pages branch of origin with `mkdocs gh-deploy`."""
-    if not (root / "site" / "index.html").is_file():
-        raise ProfilerError(f"{root / 'site'} has no built site: run `profiler build` or "
-                            "`profiler render` first")
-    latest = root / "data" / "latest" / "summary.json"
-    model = (read_json(latest).get("model") or {}).get("name") if latest.is_file() else None
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "gh-deploy", "--force",
-                           "--no-history", "--message",
-                           "Publish the embedding profile"],
-                          cwd=root, capture_output=True, text=True, check=False,
-                          env={**os.environ, SITE_NAME_VARIABLE: site_title(model)})
-    if done.returncode != 0:
-        lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
-        raise ProfilerError("mkdocs gh-deploy failed: " + (lines[-1] if lines else "no output"))
-    return "published site/ to the gh-pages branch of origin"

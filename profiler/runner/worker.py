@@ -1,6 +1,6 @@
 """Run one study in this process (under Scalene or plain) and write its JSON.
 
-Invoked by `profiler.scalene.run_study` as a script:
+Invoked by `profiler.runner.process.run_study` as a script:
 `worker.py RUN_DIR STUDY[,STUDY...] [--under-scalene]`. Several studies share one process (and
 one Scalene profile) only in quick builds.
 """
@@ -25,13 +25,14 @@ def main(argv: list[str]) -> int:
     from profiler.config import Settings
     from profiler.corpus import load_corpus
     from profiler.model import ModelSource, load_model
-    from profiler.storage import read_json, write_json
+    from profiler.rundir import CONFIG, RunDir
     from profiler.studies import STUDIES
     from profiler.studies.base import Profiling, StudyContext, emit
 
     began = time.time()
     run_dir, names = Path(argv[0]), argv[1].split(",")
-    plan = read_json(run_dir / "config.json")
+    run = RunDir(run_dir)
+    plan = run.read(CONFIG)
     settings = Settings.from_dict(plan["settings"])
     _quiet_libraries()
     emit("study", study=names[0], title=STUDIES[names[0]].TITLE)
@@ -47,10 +48,10 @@ def main(argv: list[str]) -> int:
             emit("study", study=name, title=STUDIES[name].TITLE)
         started = time.time()
         result = STUDIES[name]().run(ctx)
-        write_json(run_dir / f"{name}.partial.json",
-                   {"study": name, "model": info.to_dict(), "result": result,
-                    "process_s": {**seconds, "study": time.time() - started},
-                    "process_shared_with": [n for n in names if n != name]})
+        run.write_study(name, {"study": name, "model": info.to_dict(), "result": result,
+                               "process_s": {**seconds, "study": time.time() - started},
+                               "process_shared_with": [n for n in names if n != name]},
+                        partial=True)
     return 0
 
 
@@ -61,9 +62,9 @@ def _quiet_libraries() -> None:
 
 
 if __name__ == "__main__":
-    # Run as a script, this file's folder heads sys.path and its modules (config, model…)
-    # would shadow libraries' own; the package's parent belongs there instead.
+    # Run as a script, this file's folder heads sys.path and its modules (process…) would
+    # shadow libraries' own; the folder holding the `profiler` package belongs there instead.
     here = Path(__file__).resolve().parent
     sys.path = [p for p in sys.path if Path(p or ".").resolve() != here]
-    sys.path.insert(0, str(here.parent))
+    sys.path.insert(0, str(here.parent.parent))
     sys.exit(main(sys.argv[1:]))

@@ -10,10 +10,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from profiler.rundir import RunDir
+from profiler.storage import Record
 from profiler.studies.base import EVENT_PREFIX, PLAIN_PYTHON
 
 WORKER = Path(__file__).with_name("worker.py")
@@ -26,17 +28,13 @@ EventHandler = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
-class ScaleneOutcome:
+class ScaleneOutcome(Record):
     """Whether a study was profiled, and where its profile is."""
 
     status: str  # profiled | disabled | unavailable | failed
     reason: str | None = None
     profile: str | None = None
     html: str | None = None  # Scalene's standalone viewer, only with --scalene-html
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the outcome as plain data."""
-        return asdict(self)
 
 
 def scalene_command(run_dir: Path, studies: list[str], outfile: Path) -> list[str]:
@@ -56,7 +54,7 @@ def run_study(run_dir: Path, studies: list[str], use_scalene: bool,
               on_event: EventHandler) -> ScaleneOutcome:
     """Run `studies` in one child process; return how Scalene went. RuntimeError on failure."""
     label = group_label(studies)
-    log = run_dir / "logs" / f"{label}.log"
+    log = RunDir(run_dir).logs / f"{label}.log"
     plain = [sys.executable, str(WORKER), str(run_dir), ",".join(studies)]
     if not use_scalene:
         _run(plain, log, on_event)
@@ -64,7 +62,7 @@ def run_study(run_dir: Path, studies: list[str], use_scalene: bool,
     if importlib.util.find_spec("scalene") is None:
         _run(plain, log, on_event)
         return ScaleneOutcome("unavailable", "Scalene is not installed")
-    outfile = run_dir / "scalene" / f"{label}.json"
+    outfile = RunDir(run_dir).scalene / f"{label}.json"
     outfile.parent.mkdir(parents=True, exist_ok=True)
     try:
         _run(scalene_command(run_dir, studies, outfile), log, on_event)
@@ -146,7 +144,11 @@ def finish_profile(staging: Path, outcome: dict[str, Any],
 
     Returns the hotspots and the updated Scalene outcome, both as plain data.
     """
-    from profiler.analysis.hotspots import load_profile, reduce_profile, write_standalone
+    from profiler.analysis.hotspots import (
+        load_profile,
+        reduce_profile,
+        write_standalone,
+    )
     from profiler.storage import gzip_file
 
     raw = staging / outcome["profile"]

@@ -18,21 +18,24 @@ from typing import Any
 from profiler.config import Settings
 from profiler.errors import ProfilerError
 from profiler.measure.metrics import Metric
+from profiler.measure.system import TIMED_LIBRARIES
+from profiler.rundir import CONFIG, SYSTEM, RunDir
 from profiler.safety import redact
 from profiler.storage import read_json, write_json
 
 HISTORY_FILE = "history.json"
 BASELINE_FILE = "baseline.json"
+RESTORE_NOTE = "restore.json"  # what the last restore found, for the build log and trends page
 DEFAULT_CAP = 200
 KEEP_RECENT = 0.5  # thinning spares the newest half of the cap; older runs keep one per week
 MACHINE_KEYS = ("cpu_model", "logical_cores", "ram_gb", "gpu", "device")
-LIBRARY_KEYS = ("torch", "sentence-transformers", "transformers", "onnxruntime", "openvino")
+LIBRARY_KEYS = TIMED_LIBRARIES  # a change of one of their versions is reported
 
 
 def record_of(run_dir: Path, metrics: list[Metric], calibration: list[float],
               weights_sha256: str | None) -> dict[str, Any]:
     """The history record of a complete run in `run_dir`."""
-    config, system = read_json(run_dir / "config.json"), read_json(run_dir / "system.json")
+    config, system = RunDir(run_dir).read(CONFIG), RunDir(run_dir).read(SYSTEM)
     settings = config["settings"]
     return {
         "run_id": config["run_id"], "created": config["created"],

@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from profiler.errors import ProfilerError, first_line
-from profiler.onnx_backend import (
+from profiler.backends.onnx import (
     ExportedEncoder,
     _import_problem,
     exporter_problem,
     graph_origin,
 )
+from profiler.errors import ProfilerError, first_line
 
 if TYPE_CHECKING:
     import numpy as np

@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from profiler.analysis.compare import Comparison, compare_runs
-from profiler.analysis.history import (
+from profiler.analysis.verdicts import statistic
+from profiler.config import Settings
+from profiler.errors import ProfilerError
+from profiler.history.store import (
     BASELINE_FILE,
     HISTORY_FILE,
     append_run,
@@ -27,16 +30,11 @@ from profiler.analysis.history import (
     record_of,
     save_baseline,
 )
-from profiler.analysis.verdicts import statistic
-from profiler.config import Settings
-from profiler.errors import ProfilerError
 from profiler.measure.metrics import Metric, bounded
 from profiler.measure.validity import rechecked
-from profiler.storage import read_json, write_json
+from profiler.rundir import CALIBRATION, COMPARISON, CONFIG, CONFIRMED, RunDir
 from profiler.studies import STUDIES
 
-COMPARISON_FILE = "comparison.json"
-CONFIRM_DIR = "confirm"  # --confirm's re-measured studies, inside the run's folder
 SUSPECT = ("REGRESSED", "INCONCLUSIVE")
 
 
@@ -65,23 +63,23 @@ class Tracked:
 def run_metrics(run_dir: Path, studies: list[str]) -> list[Metric]:
     """Every study's headline metrics, with samples, from its JSON in `run_dir`."""
     found: list[Metric] = []
+    run = RunDir(run_dir)
     for name in studies:
-        path = run_dir / f"{name}.json"
-        if path.is_file():
-            found += STUDIES[name].metrics(read_json(path)["result"])
+        if run.has_study(name):
+            found += STUDIES[name].metrics(run.read_study(name)["result"])
     return found
 
 
 def run_record(run_dir: Path) -> dict[str, Any]:
     """The history record of the complete run in `run_dir`."""
-    config = read_json(run_dir / "config.json")
-    calibration = run_dir / "calibration.json"
-    gflops = read_json(calibration)["gflops"] if calibration.is_file() else []
+    run = RunDir(run_dir)
+    config = run.read(CONFIG)
+    gflops = run.read(CALIBRATION)["gflops"] if run.has(CALIBRATION) else []
     record = record_of(run_dir, run_metrics(run_dir, config["studies"]), gflops,
                        config["model_source"].get("sha256"))
-    again = run_dir / CONFIRM_DIR / "metrics.json"
-    if again.is_file():  # --confirm re-measured some studies: their samples are pooled
-        record = pooled(record, [Metric.from_dict(m) for m in read_json(again)["metrics"]])
+    if run.confirm.has(CONFIRMED):  # --confirm re-measured some studies: samples are pooled
+        record = pooled(record, [Metric.from_dict(m)
+                                 for m in run.confirm.read(CONFIRMED)["metrics"]])
     return record
 
 
@@ -97,7 +95,7 @@ def track_run(data: Path, run_dir: Path, settings: Settings) -> Tracked:
         removed = append_run(data / HISTORY_FILE, record, settings.history_cap)
     comparisons, found = judge_run(data, record, history, settings.margins)
     tracked = Tracked(comparisons, problems + found, removed, history_ok=not problems)
-    write_json(run_dir / COMPARISON_FILE, tracked.to_dict())
+    RunDir(run_dir).write(COMPARISON, tracked.to_dict())
     return tracked
 
 
@@ -139,17 +137,17 @@ def confirm_run(data: Path, run_dir: Path, settings: Settings, tracked: Tracked,
     studies = suspects(tracked)
     if not studies:
         return dataclasses.replace(tracked, confirmed={"studies": [], "before": None})
-    folder = run_dir / CONFIRM_DIR
-    shutil.rmtree(folder, ignore_errors=True)
-    config = read_json(run_dir / "config.json")
+    again_dir = RunDir(run_dir).confirm
+    shutil.rmtree(again_dir.path, ignore_errors=True)
+    config = RunDir(run_dir).read(CONFIG)
     config["settings"] = confirming(settings).to_dict()
     config["studies"] = studies
     config.pop("schema_version", None)
-    write_json(folder / "config.json", config)
-    measure(folder, studies)
-    extra = run_metrics(folder, studies)
+    again_dir.write(CONFIG, config)
+    measure(again_dir.path, studies)
+    extra = run_metrics(again_dir.path, studies)
     before = [c.to_dict()["counts"] for c in tracked.comparisons]
-    write_json(folder / "metrics.json", {"metrics": [m.to_dict() for m in extra]})
+    again_dir.write(CONFIRMED, {"metrics": [m.to_dict() for m in extra]})
     record = run_record(run_dir)
     history = load_history(data / HISTORY_FILE) if tracked.history_ok else []
     if tracked.history_ok:
@@ -158,7 +156,7 @@ def confirm_run(data: Path, run_dir: Path, settings: Settings, tracked: Tracked,
     again = Tracked(comparisons, tracked.problems + [p for p in problems
                                                      if p not in tracked.problems],
                     tracked.removed, {"studies": studies, "before": before}, tracked.history_ok)
-    write_json(run_dir / COMPARISON_FILE, again.to_dict())
+    RunDir(run_dir).write(COMPARISON, again.to_dict())
     return again
 
 

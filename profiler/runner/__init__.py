@@ -1,0 +1,1 @@
+"""Study processes: the runner under Scalene, the worker inside it, memory and cold-start probes."""
