@@ -187,10 +187,12 @@ def baseline_show() -> None:
 @click.argument("url")
 def restore(url: str) -> None:
     """Fetch the history (and baseline) the site published at URL into data/."""
+    from profiler.config import load_settings
     from profiler.history.intake import restore as restore_history
 
+    cap = load_settings({}, Path.cwd()).history_cap
     with locked(Path.cwd(), "profiler restore"):
-        click.echo(restore_history(url, Path.cwd() / "data"), err=True)
+        click.echo(restore_history(url, Path.cwd() / "data", cap), err=True)
 
 
 @cli.command()
@@ -198,10 +200,12 @@ def restore(url: str) -> None:
                 type=click.Path(path_type=Path, file_okay=False, exists=True))
 def merge(run_dirs: tuple[Path, ...]) -> None:
     """Bring complete run folders (from other machines or models) into data/ and the history."""
+    from profiler.config import load_settings
     from profiler.history.intake import merge as merge_runs
 
+    cap = load_settings({}, Path.cwd()).history_cap
     with locked(Path.cwd(), "profiler merge"):
-        added = merge_runs(list(run_dirs), Path.cwd() / "data")
+        added = merge_runs(list(run_dirs), Path.cwd() / "data", cap)
     click.echo(f"merged {len(added)} run(s)" + (f": {', '.join(added)}" if added else
                                                  " (all were already in data/runs)"), err=True)
 

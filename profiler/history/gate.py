@@ -29,8 +29,9 @@ RUN_ID_PATTERN = r"^\d{8}T\d{6}Z(-\d{1,4})?$"  # what build.new_run_id makes
 MAX_SAMPLES = 10_000
 MAX_METRICS = 200
 MAX_DEPTH = 12  # JSON nesting any of our files reaches is below 8
-# characters no name, title or unit of ours holds, and that HTML, Markdown or rich would read
-MARKUP = re.compile(r"[<>&\"'`\[\]{}|\\\x00-\x1f\x7f\u2028\u2029]")
+# characters none of our names, titles, units or reasons hold, that would open a tag, a link,
+# an attribute, code, a table cell or rich markup on a page or in the terminal
+MARKUP = re.compile(r"[<\"'`\[\]{}|\\\x00-\x1f\x7f\u2028\u2029]")
 
 
 def _plain(text: str) -> str:

@@ -129,8 +129,15 @@ def _is_record(run: Any) -> bool:
 
 def append_run(path: Path, record: dict[str, Any], cap: int = DEFAULT_CAP) -> list[str]:
     """Add (or replace) `record` in the history; return the run ids thinning removed."""
-    runs = [r for r in load_history(path) if r["run_id"] != record["run_id"]] + [record]
-    runs.sort(key=lambda r: r["created"])
+    return merge_records(path, [record], cap)
+
+
+def merge_records(path: Path, records: list[dict[str, Any]], cap: int = DEFAULT_CAP) -> list[str]:
+    """Add (or replace, by run id) `records` in the history in one write; return what thinning
+    removed."""
+    new = {r["run_id"] for r in records}
+    runs = [r for r in load_history(path) if r["run_id"] not in new] + records
+    runs.sort(key=lambda r: _created(r).astimezone(dt.timezone.utc))
     kept, removed = thin(runs, cap)
     previous = read_json(path).get("removed", []) if path.exists() else []
     write_json(path, {"cap": cap, "runs": kept,

@@ -7,6 +7,7 @@ import io
 from typing import Any
 
 STAT_FIELDS = ("median", "min", "max", "p95", "cv", "n")  # raw samples stay in the JSON
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def study_rows(name: str, result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -43,5 +44,13 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows([{key: defused(value) for key, value in row.items()} for row in rows])
     return out.getvalue()
+
+
+def defused(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula, with a quote in front (OWASP's advice);
+    numbers as they are."""
+    if isinstance(value, str) and value[:1] in FORMULA_STARTS:
+        return "'" + value
+    return value

@@ -160,10 +160,20 @@ def copy_downloads(run_dir: Path, report: Path, run: dict[str, Any],
     for name, study in run["studies"].items():
         profile, html = study["scalene"].get("profile"), study["scalene"].get("html")
         if profile:
-            check_gzip(run_dir / profile)
-            shutil.copy2(run_dir / profile, files / f"{name}-scalene.json.gz")
+            check_gzip(scalene_file(run_dir, profile))
+            shutil.copy2(scalene_file(run_dir, profile), files / f"{name}-scalene.json.gz")
         if html:
-            shutil.copy2(run_dir / html, files / f"{name}-scalene.html")
+            shutil.copy2(scalene_file(run_dir, html), files / f"{name}-scalene.html")
+
+
+def scalene_file(run_dir: Path, relative: str) -> Path:
+    """A profile the run names: a regular file in its own scalene/ folder, never elsewhere."""
+    path = run_dir / relative
+    folder = (run_dir / "scalene").resolve()
+    if path.is_symlink() or path.resolve().parent != folder or not path.is_file():
+        raise ProfilerError(f"{run_dir.name}'s Scalene file {relative!r} is not a file in its "
+                            "scalene/ folder; it is not published")
+    return path
 
 
 def check_gzip(path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -137,8 +138,9 @@ def write_run_records(data: Path, files: Path) -> None:
     if baseline.is_file():
         with contextlib.suppress(ProfilerError):
             runs = [*runs, load_record(baseline)]
-    for run in runs:
-        write_json(files / "history" / f"{run['run_id']}.json", run)
+    for run in runs:  # a run id names a file: never one that reaches outside the folder
+        if re.fullmatch(r"[\w-]{1,64}", str(run.get("run_id"))):
+            write_json(files / "history" / f"{run['run_id']}.json", run)
 
 
 def publish_history(data: Path, files: Path) -> None:
