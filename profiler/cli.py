@@ -153,10 +153,11 @@ def compare(before: str | None, after: str | None, confirm: bool,
     data, console = Path.cwd() / "data", Console(stderr=True)
     margins = load_settings({}, Path.cwd()).margins
     tracked, run_dir = chosen_comparisons(data, before, after, margins)
-    if confirm:
-        settings = Settings.from_dict(RunDir(run_dir).read(CONFIG)["settings"])
-        tracked = confirm_run(data, run_dir, settings, tracked,
-                              lambda folder, names: measure_again(folder, names, _quiet))
+    if confirm:  # it measures into the run's folder and rewrites the history: one at a time
+        with locked(Path.cwd(), "profiler compare --confirm"):
+            settings = Settings.from_dict(RunDir(run_dir).read(CONFIG)["settings"])
+            tracked = confirm_run(data, run_dir, settings, tracked,
+                                  lambda folder, names: measure_again(folder, names, _quiet))
     _verdict(tracked, console, fail_on_regression)
 
 
@@ -215,7 +216,8 @@ def deploy() -> None:
     """Publish the built site/ to the gh-pages branch of origin (mkdocs gh-deploy)."""
     from profiler.report.site import deploy as deploy_site
 
-    click.echo(deploy_site(Path.cwd()), err=True)
+    with locked(Path.cwd(), "profiler deploy"):  # no build rewrites site/ while it is pushed
+        click.echo(deploy_site(Path.cwd()), err=True)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler.errors import ProfilerError
+from profiler.storage import Record
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -74,7 +75,7 @@ class Timing:
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Record):
     """Everything a build needs to know; saved with every run."""
 
     model: str = DEFAULT_MODEL
@@ -149,10 +150,6 @@ class Settings:
         if not _is_number(self.quality_threshold) or not 0 < self.quality_threshold <= 1:
             raise ProfilerError(f"quality_threshold must be in (0, 1], got "
                                 f"{self.quality_threshold!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings as plain JSON-ready data."""
-        return dataclasses.asdict(self)
 
     def request_texts(self, corpus_texts: int) -> int:
         """Texts in one request: as set, else the whole corpus (at least 1,000; 256 if quick)."""

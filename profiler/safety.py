@@ -35,15 +35,19 @@ def code(value: Any) -> Markup:
     return Markup(f"{fence} {body} {fence}" if "`" in body else f"{fence}{body}{fence}")
 
 
+VENV, USER, HOST = "<venv>", "<user>", "<host>"  # shown where host details were
+PLACEHOLDERS = (VENV, USER, HOST)
+
+
 def host_details() -> list[tuple[str, str]]:
     """(text to hide, what to show instead): the virtual environment, home, user and host."""
     found: list[tuple[str, str]] = []
     if sys.prefix != sys.base_prefix:
-        found.append((sys.prefix, "<venv>"))
+        found.append((sys.prefix, VENV))
     home = str(Path.home())
     if home not in ("/", ""):
         found.append((home, "~"))
-    for getter, label in ((getpass.getuser, "<user>"), (socket.gethostname, "<host>")):
+    for getter, label in ((getpass.getuser, USER), (socket.gethostname, HOST)):
         try:
             value = getter()
         except (OSError, KeyError):  # no user name in containers without a passwd entry

@@ -74,6 +74,20 @@ def wait_for_worker(build: subprocess.Popen[str], study: str,
     raise AssertionError(f"no {study} process appeared; stderr: {build.communicate()[1]}")
 
 
+def ended(process: psutil.Process, within_s: float) -> bool:
+    """Whether `process` is dead within `within_s`: gone, or a zombie its new parent has yet to
+    reap (an orphan waits on the reaper of this container, which may take a second)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def test_a_killed_study_leaves_an_incomplete_run_that_resume_finishes(
         tiny_project: Path, tiny_model: Path) -> None:
     earlier_results(tiny_project)
@@ -175,7 +189,7 @@ def test_a_second_build_refuses_and_a_dead_builds_lock_is_taken_over(
         tiny_project: Path, tiny_model: Path) -> None:
     first = start_build(tiny_project, "--model", str(tiny_model), "--no-scalene",
                         "--study", "leak")
-    wait_for_worker(first, "leak")
+    worker = wait_for_worker(first, "leak")
     data = tiny_project / "data"
     before = snapshot(data, skip="")
     started = time.monotonic()
@@ -191,6 +205,7 @@ def test_a_second_build_refuses_and_a_dead_builds_lock_is_taken_over(
 
     os.killpg(first.pid, signal.SIGKILL)  # the first dies without cleaning up
     first.communicate(timeout=30)
+    assert ended(worker, within_s=1.5)  # its study process (its own session) does not outlive it
     assert json.loads((tiny_project / LOCK_FILE).read_text())["pid"] == first.pid
     third = subprocess.run([sys.executable, "-m", "profiler", "render", "--no-site"],
                            cwd=tiny_project, capture_output=True, text=True, timeout=60)

@@ -94,6 +94,10 @@ def test_the_gate_names_what_is_wrong_with_a_hostile_record(
 def test_a_valid_record_passes_as_it_is_and_unknown_fields_stay_behind() -> None:
     assert checked_record(record()) == record()
     assert checked_record({**record(), "injected": SCRIPT}) == record()
+    redacted = {**record(), "model": {"name": "<venv>/models/<user>-tiny", "sha256": None}}
+    assert checked_record(redacted) == redacted  # the placeholders host details become
+    with pytest.raises(Rejected, match="markup"):
+        checked_record({**record(), "model": {"name": "<venvx>/tiny", "sha256": None}})
 
 
 def test_bad_and_duplicate_records_are_dropped_by_name_and_the_rest_kept() -> None:

@@ -13,17 +13,19 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from profiler.storage import Record
 
 PERMUTATION_CHUNK = 32  # permutations per batch: bounds memory at CHUNK * n * n floats
 TIE_TOLERANCE = 1e-9  # a permuted q̂ equal to the observed one up to rounding counts as extreme
 
 
 @dataclass(frozen=True)
-class ChangePoint:
+class ChangePoint(Record):
     """A significant shift in a series: series[index] is the first run of the new regime."""
 
     index: int
@@ -37,7 +39,7 @@ class ChangePoint:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the change point, with its relative change, as plain data."""
-        return {**asdict(self), "change": self.change()}
+        return {**super().to_dict(), "change": self.change()}
 
 
 def change_points(series: Sequence[float], alpha: float = 0.01, permutations: int = 199,

@@ -11,7 +11,7 @@ every metric, and a verdict that a slower (or faster) machine explains is not ca
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from profiler.analysis.verdicts import DEFAULT_MARGIN, FDR_Q, Sampled, judge, st
 from profiler.history.store import fingerprint, incomparable
 from profiler.measure.metrics import Metric
 from profiler.measure.validity import reason_of
+from profiler.storage import Record
 
 NOISE_RUNS = 10  # the newest comparable runs whose spread estimates run-to-run noise
 MIN_NOISE_RUNS = 4
@@ -31,7 +32,7 @@ PRIOR_NOISE_UNCALIBRATED = 0.02  # memory: a fresh process per probe, little run
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(Record):
     """Run `after` judged against run `before`, metric by metric."""
 
     label: str  # "baseline", "previous" or "chosen"
@@ -59,7 +60,7 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the comparison as plain data."""
-        return {**asdict(self), "regressed": self.regressed, "counts": self.counts()}
+        return {**super().to_dict(), "regressed": self.regressed, "counts": self.counts()}
 
 
 def compare_runs(before: dict[str, Any], after: dict[str, Any], history: list[dict[str, Any]],

@@ -12,11 +12,12 @@ lossy export). Recommendations rank by priority, then by gain.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from profiler.measure.stats import speedup as paired_speedup
 from profiler.measure.validity import unreliable
+from profiler.storage import Record
 
 Result = dict[str, Any]
 
@@ -29,7 +30,7 @@ DEFAULT_BATCH_SIZE = 32  # sentence-transformers' encode() default
 
 
 @dataclass(frozen=True)
-class Recommendation:
+class Recommendation(Record):
     """One change worth making: what it gains, what it costs and how to make it."""
 
     title: str
@@ -45,7 +46,7 @@ class Recommendation:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the recommendation as plain (JSON-equal) data."""
-        data = asdict(self)
+        data = super().to_dict()
         data["gain_ci95_pct"] = list(self.gain_ci95_pct)
         return data
 

@@ -53,6 +53,8 @@ from typing import Any
 
 import numpy as np
 
+from profiler.storage import Record
+
 STATES = ("IMPROVED", "REGRESSED", "UNCHANGED", "INCONCLUSIVE")
 DEFAULT_MARGIN = 0.05
 FDR_Q = 0.05
@@ -89,7 +91,7 @@ class Sampled:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Verdict(Record):
     """How B's statistic of one metric compares with A's, and why."""
 
     name: str
@@ -107,7 +109,7 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         """Return the verdict as plain data; undefined numbers become None."""
         return {key: None if isinstance(value, float) and not math.isfinite(value) else value
-                for key, value in asdict(self).items()}
+                for key, value in super().to_dict().items()}
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,16 @@ judged against it statistically, and says which way is better and which statisti
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
+
+from profiler.storage import Record
 
 SAMPLE_CAP = 200  # samples kept per metric and run: query latencies are thinned to this
 
 
 @dataclass(frozen=True)
-class Metric:
+class Metric(Record):
     """One headline figure of one run, with the samples behind it."""
 
     name: str  # stable across runs: the key history and comparisons match on
@@ -28,7 +30,7 @@ class Metric:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the metric as plain data, samples as a list; no validity key when unchecked."""
-        data = {**asdict(self), "samples": list(self.samples)}
+        data = {**super().to_dict(), "samples": list(self.samples)}
         if self.validity is None:
             data.pop("validity")
         return data

@@ -8,17 +8,19 @@ written before this check has no validity object: it counts as valid.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from profiler.storage import Record
 
 MAX_CV = 0.10
 MIN_SAMPLES = 2  # --quick times two passes per configuration (QUICK_TIMING.workload_repeats)
 
 
 @dataclass(frozen=True)
-class Validity:
+class Validity(Record):
     """The verdict on one sample set, and the thresholds it was checked against."""
 
     valid: bool
@@ -31,7 +33,7 @@ class Validity:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the verdict as plain data (no half_width key for a plain sample check)."""
-        data = asdict(self)
+        data = super().to_dict()
         if self.half_width is None:
             data.pop("half_width")
         return data

@@ -40,5 +40,8 @@ def cold_start(request: dict[str, Any]) -> dict[str, Any]:
 if __name__ == "__main__":
     import transformers
 
+    from profiler.runner.lifetime import die_with_parent
+
+    die_with_parent()  # a probe never outlives the study that started it
     transformers.logging.set_verbosity_error()
     print(json.dumps(cold_start(json.loads(sys.stdin.read()))))

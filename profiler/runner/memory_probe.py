@@ -79,5 +79,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 if __name__ == "__main__":
     import transformers
 
+    from profiler.runner.lifetime import die_with_parent
+
+    die_with_parent()  # a probe never outlives the study that started it
     transformers.logging.set_verbosity_error()
     print(json.dumps(probe(json.loads(sys.stdin.read()))))

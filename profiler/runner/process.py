@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler.rundir import RunDir
+from profiler.runner.lifetime import BUILD_PID
 from profiler.storage import Record
 from profiler.studies.base import EVENT_PREFIX, PLAIN_PYTHON
 
@@ -88,7 +89,8 @@ def _run(command: list[str], log: Path, on_event: EventHandler) -> None:
         # its own session: a Ctrl-C at the terminal reaches only this process, which then
         # ends the study's whole process group (Scalene, the worker, its probes) itself
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=sink, text=True,
-                                   bufsize=1, env={**os.environ, PLAIN_PYTHON: sys.executable},
+                                   bufsize=1, env={**os.environ, PLAIN_PYTHON: sys.executable,
+                                                   BUILD_PID: str(os.getpid())},
                                    start_new_session=True)
         try:
             assert process.stdout is not None

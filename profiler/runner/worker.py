@@ -67,4 +67,7 @@ if __name__ == "__main__":
     here = Path(__file__).resolve().parent
     sys.path = [p for p in sys.path if Path(p or ".").resolve() != here]
     sys.path.insert(0, str(here.parent.parent))
+    from profiler.runner.lifetime import watch_build
+
+    watch_build()  # before the slow imports: if the build dies, this process group ends too
     sys.exit(main(sys.argv[1:]))
