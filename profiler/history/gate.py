@@ -80,7 +80,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
 
-class Validity(_Strict):
+class ValidityRecord(_Strict):
     valid: bool
     reason: Plain | None = None
     cv: Finite | None = None
@@ -99,7 +99,7 @@ class MetricRecord(_Strict):
     samples: Annotated[list[Finite], Field(min_length=1, max_length=MAX_SAMPLES)]
     quantile: Annotated[float, Field(ge=0.0, le=1.0)]
     calibrated: bool
-    validity: Validity | None = None
+    validity: ValidityRecord | None = None
 
 
 class Machine(_Strict):
