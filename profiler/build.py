@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import multiprocessing
-import os
 import signal
 import time
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from profiler.model import (
     resolve_model,
     weights_sha256,
 )
-from profiler.rundir import CALIBRATION, CONFIG, SUMMARY, SYSTEM, RunDir
+from profiler.rundir import CALIBRATION, CONFIG, SUMMARY, SYSTEM, TEXTS, RunDir
 from profiler.runner.process import (
     EventHandler,
     ScaleneOutcome,
@@ -34,7 +33,7 @@ from profiler.runner.process import (
     group_label,
     run_study,
 )
-from profiler.storage import point_latest, read_json, write_json
+from profiler.storage import point_latest, read_json, replace, write_json
 from profiler.studies import STUDIES
 
 INCOMPLETE = ".incomplete"  # data/runs/.incomplete/<id>: runs still being measured, or stopped
@@ -92,7 +91,7 @@ def plan_build(settings: Settings, workspace: Workspace) -> Plan:
     """Check the workspace, corpus, model and device; raise ProfilerError on the first problem."""
     workspace.check()
     corpus = Path(settings.corpus) if settings.corpus else workspace.root / DEFAULT_CORPUS
-    texts = load_corpus(corpus)
+    texts = load_corpus(corpus, settings.corpus_max_mb, settings.text_max_chars)
     source = resolve_model(settings.model)
     source = dataclasses.replace(source, sha256=source.sha256 or weights_sha256(Path(source.path)))
     plan = Plan(settings, source, pick_device(settings.device), corpus.resolve(), texts)
@@ -131,9 +130,10 @@ def run_build(plan: Plan, workspace: Workspace, on_event: EventHandler,
     run.write(SUMMARY, summarize_run(staging, done, time.perf_counter() - started, failures))
     if failures:
         return staging
+    run.file(TEXTS).unlink(missing_ok=True)
     final = workspace.runs / staging.name
     try:
-        os.replace(staging, final)
+        replace(staging, final)
     except OSError as exc:
         raise ProfilerError(f"could not move the run into {final}: {exc.strerror or exc}; it "
                             f"is kept in {staging}") from None
@@ -150,6 +150,7 @@ def start_run(plan: Plan, workspace: Workspace) -> Path:
     staging.mkdir(parents=True)
     RunDir(staging).write(CONFIG, _config_payload(plan, run_id))
     RunDir(staging).write(SYSTEM, system_info(plan.device))
+    RunDir(staging).write_texts(plan.texts)
     return staging
 
 
@@ -192,6 +193,25 @@ def calibrate(device: str) -> list[float]:
     return peak.gflops.samples if peak else []
 
 
+def confirmable(config: dict[str, Any]) -> Settings:
+    """A run's settings for `--confirm`, checked as `build` checks them before loading code.
+
+    A run merged from elsewhere is refused: its model path and settings were chosen on
+    another machine.
+    """
+    if config.get("merged"):
+        raise ProfilerError(f"run {config.get('run_id', '?')} was merged from another machine; "
+                            "--confirm re-measures only runs built here")
+    settings = Settings.from_dict(config["settings"])
+    try:
+        source = ModelSource(**config["model_source"])
+    except TypeError:
+        raise ProfilerError(f"run {config.get('run_id', '?')}'s config.json has a damaged "
+                            "model_source; it cannot be re-measured") from None
+    check_remote_code(source, settings.trust_remote_code)
+    return settings
+
+
 def measure_again(folder: Path, studies: list[str], on_event: EventHandler) -> None:
     """Run `studies` unprofiled into `folder` (holding a config.json): `--confirm`'s repeats."""
     for study in studies:
@@ -201,7 +221,7 @@ def measure_again(folder: Path, studies: list[str], on_event: EventHandler) -> N
             raise ProfilerError(f"re-measuring {study} failed ({exc}); log: "
                                 f"{folder / 'logs'}") from None
         run = RunDir(folder)
-        os.replace(run.study_path(study, partial=True), run.study_path(study))
+        replace(run.study_path(study, partial=True), run.study_path(study))
 
 
 def new_run_id(runs: Path) -> str:

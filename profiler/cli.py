@@ -145,8 +145,8 @@ def compare(before: str | None, after: str | None, confirm: bool,
     """Judge run AFTER [latest] against BEFORE [the baseline and the previous run]."""
     from rich.console import Console
 
-    from profiler.build import measure_again
-    from profiler.config import Settings, load_settings
+    from profiler.build import confirmable, measure_again
+    from profiler.config import load_settings
     from profiler.history.tracking import chosen_comparisons, confirm_run
     from profiler.rundir import CONFIG, RunDir
 
@@ -155,7 +155,7 @@ def compare(before: str | None, after: str | None, confirm: bool,
     tracked, run_dir = chosen_comparisons(data, before, after, margins)
     if confirm:  # it measures into the run's folder and rewrites the history: one at a time
         with locked(Path.cwd(), "profiler compare --confirm"):
-            settings = Settings.from_dict(RunDir(run_dir).read(CONFIG)["settings"])
+            settings = confirmable(RunDir(run_dir).read(CONFIG, "settings", "model_source"))
             tracked = confirm_run(data, run_dir, settings, tracked,
                                   lambda folder, names: measure_again(folder, names, _quiet))
     _verdict(tracked, console, fail_on_regression)
@@ -304,8 +304,8 @@ def main() -> None:
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(2)
     except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("error: interrupted; finished studies are kept in data/runs/.incomplete "
-                   "(`profiler build --resume` goes on from there), earlier runs untouched",
+        click.echo("error: interrupted; earlier runs untouched, and a build's finished studies "
+                   "kept in data/runs/.incomplete (`profiler build --resume` goes on from there)",
                    err=True)
         sys.exit(130)
     except click.exceptions.Exit as exc:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from profiler.corpus import MAX_CORPUS_MB, MAX_TEXT_CHARS
 from profiler.errors import ProfilerError
 from profiler.storage import Record
 
@@ -81,6 +82,8 @@ class Settings(Record):
     model: str = DEFAULT_MODEL
     device: str = "auto"
     corpus: str | None = None
+    corpus_max_mb: float = MAX_CORPUS_MB  # a bigger corpus file is refused before it is read
+    text_max_chars: int = MAX_TEXT_CHARS  # ... and so is one with a longer text
     studies: tuple[str, ...] = ()
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     text_lengths: tuple[int, ...] = DEFAULT_TEXT_LENGTHS
@@ -114,6 +117,9 @@ class Settings(Record):
                                 f"{', '.join(DEVICES)}")
         if self.corpus is not None and not isinstance(self.corpus, str):
             raise ProfilerError(f"corpus must be a file path, got {self.corpus!r}")
+        if not _is_number(self.corpus_max_mb) or self.corpus_max_mb <= 0:
+            raise ProfilerError(f"corpus_max_mb must be a number > 0, got {self.corpus_max_mb!r}")
+        _require_int("text_max_chars", self.text_max_chars, minimum=1)
         _require_distinct_ints("batch size", self.batch_sizes)
         _require_distinct_ints("text length", self.text_lengths)
         _require_int("length_batch_size", self.length_batch_size, minimum=1)

@@ -6,11 +6,12 @@ read (schema versions migrated, damage named in one line), live here and nowhere
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from profiler.storage import read_json, require, write_json
+from profiler.storage import read_json, require, write_json, write_text
 
 CONFIG = "config.json"  # the settings, model source, corpus and studies of the run
 SYSTEM = "system.json"  # the machine and library versions
@@ -19,6 +20,7 @@ CALIBRATION = "calibration.json"  # the machine's speed before and after the stu
 COMPARISON = "comparison.json"  # verdicts against the baseline and the previous run
 CONFIRM = "confirm"  # --confirm's re-measured studies, a folder shaped like a run
 CONFIRMED = "metrics.json"  # in CONFIRM: the re-measured metrics, pooled with the run's
+TEXTS = "texts.jsonl"  # the corpus as the build read it, for its study processes; not kept
 RUN_FILES = (CONFIG, SYSTEM, SUMMARY)  # what every complete run holds besides its studies
 
 
@@ -81,6 +83,15 @@ class RunDir:
     def write(self, name: str, payload: dict[str, Any]) -> None:
         """Write one of the run's files atomically, with the schema version."""
         write_json(self.file(name), payload)
+
+    def write_texts(self, texts: list[str]) -> None:
+        """Keep the corpus as read, so study processes neither parse it again nor see edits."""
+        write_text(self.file(TEXTS), "".join(json.dumps(t) + "\n" for t in texts))
+
+    def read_texts(self) -> list[str]:
+        """The texts `write_texts` kept."""
+        with self.file(TEXTS).open(encoding="utf-8") as lines:
+            return [json.loads(line) for line in lines]
 
     def write_study(self, study: str, payload: dict[str, Any], partial: bool = False) -> None:
         """Write a study's result atomically, with the schema version."""

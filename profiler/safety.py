@@ -24,8 +24,27 @@ MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+!|~])")
 
 def text(value: Any) -> Markup:
     """Escape `value` for Markdown prose or a table cell: no HTML, no Markdown syntax."""
-    escaped = html.escape(str(value), quote=True)
+    escaped = str(value) if isinstance(value, Markup) else html.escape(str(value), quote=True)
     return Markup(MARKDOWN_SPECIALS.sub(r"\\\1", escaped.replace("\n", " ")))
+
+
+def markdown(value: Any) -> Markup:
+    """Trusted Markdown our own analysis wrote (code spans, emphasis): no HTML, no links.
+
+    Its sentences may quote names from a run's results, so tags are escaped and link brackets
+    too (none of our sentences holds a link).
+    """
+    if isinstance(value, Markup):
+        return value
+    escaped = html.escape(str(value), quote=False)
+    return Markup(re.sub(r"([\[\]])", r"\\\1", escaped))
+
+
+def finalize(value: Any) -> Any:
+    """What a template prints: Markup as it is, anything else escaped as `text`."""
+    if isinstance(value, Markup) or value is None or isinstance(value, bool | int | float):
+        return value
+    return text(value)
 
 
 def code(value: Any) -> Markup:

@@ -62,22 +62,47 @@ def write_text(path: Path, text: str) -> None:
     A failed write (a full disk, no permission) leaves `path` as it was and raises
     ProfilerError naming it.
     """
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """`write_text` for bytes: atomic, fsynced, `path` unchanged on failure."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are for everyone to read
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        replace(tmp, path)
     except OSError as exc:
         _discard(tmp)
         raise write_error(path, exc) from None
     except BaseException:
         _discard(tmp)
         raise
+
+
+def replace(source: str | Path, target: Path) -> None:
+    """Rename `source` over `target` and make the rename last a power cut (folder fsync)."""
+    os.replace(source, target)
+    sync_folder(target.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so the names in it (a rename, a new file) reach the disk."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a platform that cannot open folders (Windows): nothing to sync
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # a file system that does not sync folders
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_error(path: Path, exc: OSError) -> ProfilerError:
@@ -140,7 +165,9 @@ def gzip_file(source: Path, target: Path) -> None:
     try:
         with source.open("rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
             shutil.copyfileobj(src, dst)
-        os.replace(tmp, target)
+        with tmp.open("rb") as written:
+            os.fsync(written.fileno())
+        replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise write_error(target, exc) from None
@@ -158,7 +185,7 @@ def point_latest(data_dir: Path, run_dir: Path) -> None:
         return
     if latest.is_dir() and not latest.is_symlink():
         shutil.rmtree(latest)
-    os.replace(tmp, latest)
+    replace(tmp, latest)
 
 
 def _replace_with_copy(run_dir: Path, latest: Path) -> None:
@@ -166,4 +193,4 @@ def _replace_with_copy(run_dir: Path, latest: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(run_dir, staging)
     shutil.rmtree(latest, ignore_errors=True)
-    os.replace(staging, latest)
+    replace(staging, latest)

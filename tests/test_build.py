@@ -27,6 +27,7 @@ def test_build_writes_results_pages_and_site(bulk_build: Path) -> None:
     for name in ("config.json", "system.json", "summary.json", *(f"{n}.json" for n in STUDIES)):
         assert json.loads((run_dir / name).read_text())["schema_version"] == SCHEMA_VERSION
     assert not list((tiny_project / "data" / "runs" / ".incomplete").iterdir())
+    assert not (run_dir / "texts.jsonl").exists()  # the studies' copy of the corpus is not kept
 
     result = json.loads((run_dir / "batch_size.json").read_text())
     assert result["model"]["embedding_dim"] == 32
@@ -218,6 +219,32 @@ def test_profiles_are_published_compressed_without_scalene_viewer_unless_asked(
     assert study["scalene"]["html"] is None
     assert "error" not in study["hotspots"]
     assert sorted(p.name for p in (tmp_path / "scalene").iterdir()) == ["batch_size.json.gz"]
+
+
+@pytest.mark.parametrize("include_host_info", [False, True])
+def test_published_scalene_files_keep_host_details_off_unless_asked(
+        tmp_path: Path, include_host_info: bool) -> None:
+    import gzip
+
+    from profiler.report.render import copy_downloads
+
+    home, user = "/home/alice", "alice"
+    run_dir = tmp_path / "run"
+    (run_dir / "scalene").mkdir(parents=True)
+    profile = json.dumps({"files": {f"{home}/.venv/lib/torch/nn.py": {}}, "user": user})
+    (run_dir / "scalene" / "stages.json.gz").write_bytes(gzip.compress(profile.encode()))
+    (run_dir / "scalene" / "stages.html").write_text(f"<p>{home}/app.py run by {user}</p>")
+    run = {"config": {"settings": {"scalene_html": True}},
+           "studies": {"stages": {"result": {}, "scalene": {
+               "profile": "scalene/stages.json.gz", "html": "scalene/stages.html"}}}}
+    hidden = [] if include_host_info else [(home, "~"), (user, "<user>")]
+    copy_downloads(run_dir, tmp_path / "report", run, hidden)
+    files = tmp_path / "report" / "files"
+    published = (gzip.decompress((files / "stages-scalene.json.gz").read_bytes()).decode()
+                 + (files / "stages-scalene.html").read_text())
+    assert (home in published and user in published) is include_host_info
+    if not include_host_info:
+        assert "~/.venv/lib/torch/nn.py" in published and "<user>" in published
 
 
 def test_failing_scalene_falls_back_to_a_plain_run(tiny_project: Path, tiny_model: Path,

@@ -124,6 +124,36 @@ def test_csv_without_text_column(tmp_path: Path) -> None:
         load_corpus(path)
 
 
+def test_line_separators_inside_a_text_do_not_split_it(tmp_path: Path) -> None:
+    raw = "one\u2028still one\ntwo\x0cstill two\r\nthree\rfour"
+    path = _bytes(tmp_path / "t.txt", raw.encode())
+    assert load_corpus(path) == ["one\u2028still one", "two\x0cstill two", "three", "four"]
+    jsonl = _bytes(tmp_path / "t.jsonl", '{"text": "a\u2028b"}\n{"text": "c"}\n'.encode())
+    assert load_corpus(jsonl) == ["a\u2028b", "c"]
+
+
+def test_a_csv_field_over_the_csv_limit_is_one_clear_error(tmp_path: Path) -> None:
+    path = _bytes(tmp_path / "c.csv", b'text\nshort\n"' + b"x" * 200_000 + b'"\n')
+    with pytest.raises(ProfilerError, match=r"c\.csv line \d+: field larger than field limit"):
+        load_corpus(path)
+
+
+def test_a_text_over_the_cap_is_named(tmp_path: Path) -> None:
+    path = _bytes(tmp_path / "t.txt", b"short\n" + b"y" * 501 + b"\nshort too\n")
+    assert len(load_corpus(path)) == 3
+    with pytest.raises(ProfilerError, match=r"text 2 has 501 characters, over the 500 cap "
+                                            r"\(text_max_chars\)"):
+        load_corpus(path, max_chars=500)
+
+
+def test_a_corpus_over_the_size_cap_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = _bytes(tmp_path / "big.txt", b"some text\n" * 30_000)  # about 0.3 MB
+    assert len(load_corpus(path, max_mb=1)) == 30_000
+    with pytest.raises(ProfilerError, match=r"big\.txt is 0\.3 MB, over the 0\.1 MB cap "
+                                            r"\(corpus_max_mb\)"):
+        load_corpus(path, max_mb=0.1)
+
+
 @pytest.mark.parametrize("name", ["c.json", "c.tsv", "c", "c.txt.gz"])
 def test_unsupported_extension(tmp_path: Path, name: str) -> None:
     path = _bytes(tmp_path / name, b"some text\n")

@@ -7,11 +7,14 @@ outside the project, no markup from the data in any built page, data/ unchanged 
 
 from __future__ import annotations
 
+import datetime as dt
 import http.server
 import json
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -41,54 +44,14 @@ def record(run_id: str = RUN_ID, day: int = 5) -> dict[str, Any]:
                      "samples": [100.0, 101.0, 99.0], "quantile": 0.5, "calibrated": True}]}
 
 
-def changed(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
-    """Set one field (dotted path, list indices as numbers) of a record."""
-    def change(data: dict[str, Any]) -> None:
-        *parents, last = path.split(".")
-        target: Any = data
-        for part in parents:
-            target = target[int(part)] if part.isdigit() else target[part]
-        target[int(last) if last.isdigit() else last] = value
-    return change
+HOSTILE_RECORDS = json.loads((Path(__file__).parent / "data" / "hostile" / "records.json")
+                             .read_text(encoding="utf-8"))["records"]
 
 
-def nested(depth: int) -> Any:
-    value: Any = 1
-    for _ in range(depth):
-        value = {"x": value}
-    return value
-
-
-HOSTILE = [  # (id, the change, words the reason must have)
-    ("run-id-path", changed("run_id", "../../PWNED"), "run_id"),
-    ("run-id-absolute", changed("run_id", "/tmp/PWNED"), "run_id"),
-    ("run-id-rich-markup", changed("run_id", "[/]"), "run_id"),
-    ("created-script", changed("created", "2026-01-05T00:00:00+00:00" + SCRIPT), "created"),
-    ("created-not-iso", changed("created", "yesterday"), "ISO"),
-    ("created-a-number", changed("created", 20260105), "created"),
-    ("commit-script", changed("commit", SCRIPT), "commit"),
-    ("title-script", changed("metrics.0.title", SCRIPT), "markup"),
-    ("unit-script", changed("metrics.0.unit", "<b>ms</b>"), "markup"),
-    ("model-name-script", changed("model.name", "tiny" + SCRIPT), "markup"),
-    ("workload-script", changed("workload", SCRIPT), "workload"),
-    ("request-size-script", changed("request.request_size", SCRIPT), "request_size"),
-    ("sample-infinite", changed("metrics.0.samples", [1.0, float("inf")]), "finite"),
-    ("sample-text", changed("metrics.0.samples", ["1.0"]), "samples"),
-    ("deep-nesting", changed("machine.gpu", nested(40)), "nested"),
-    ("huge-integer", changed("request.texts", 10**4000), "texts"),
-    ("no-model", lambda data: data.pop("model"), "model"),
-    ("no-created", lambda data: data.pop("created"), "created"),
-    ("metrics-not-a-list", changed("metrics", {"a": 1}), "metrics"),
-]
-
-
-@pytest.mark.parametrize(("change", "words"), [pytest.param(c, w, id=i) for i, c, w in HOSTILE])
-def test_the_gate_names_what_is_wrong_with_a_hostile_record(
-        change: Callable[[dict[str, Any]], None], words: str) -> None:
-    data = record()
-    change(data)
-    with pytest.raises(Rejected, match=words):
-        checked_record(data)
+@pytest.mark.parametrize("hostile", [pytest.param(h, id=h["attack"]) for h in HOSTILE_RECORDS])
+def test_the_gate_names_what_is_wrong_with_a_hostile_record(hostile: dict[str, Any]) -> None:
+    with pytest.raises(Rejected, match=hostile["reason"]):
+        checked_record(hostile["record"])
 
 
 def test_a_valid_record_passes_as_it_is_and_unknown_fields_stay_behind() -> None:
@@ -232,6 +195,62 @@ def test_restore_keeps_history_cap_and_says_what_it_thinned(project: Path, site:
     assert f"history_cap 20 thinned out {24 - len(kept)} older run(s)" in done.stderr
 
 
+class _Elements(HTMLParser):
+    """Every element of a page with its attributes, and the text inside script elements."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements: list[tuple[str, dict[str, str | None]]] = []
+        self.scripts: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, dict(attrs)))
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script:
+            self.scripts.append(data)
+
+
+def injected(site_dir: Path) -> list[str]:
+    """Elements in any built page that hostile data could have put there."""
+    found = []
+    for page in site_dir.rglob("*.html"):
+        parser = _Elements()
+        parser.feed(page.read_text(encoding="utf-8"))
+        found += [f"{page.name}: script" for body in parser.scripts if "alert" in body]
+        for tag, attrs in parser.elements:
+            if tag == "b" or any(name.startswith("on") for name in attrs) or any(
+                    (value or "").strip().lower().startswith("javascript:")
+                    for value in attrs.values()):
+                found.append(f"{page.name}: <{tag} {attrs}>")
+    return found
+
+
+@SHARED
+def test_a_hostile_history_reaches_no_page_and_keeps_the_cap(
+        bulk_build: Path, tmp_path: Path, site: Any) -> None:
+    project = copy_build(bulk_build, tmp_path / "project")
+    start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    valid = []
+    for n in range(300):
+        created = start + dt.timedelta(hours=12 * n)
+        valid.append({**record(created.strftime("%Y%m%dT%H%M%SZ")),
+                      "created": created.isoformat(timespec="seconds")})
+    hostile = [h["record"] for h in HOSTILE_RECORDS]
+    done = run_cli("restore", serve(site, {"runs": valid + hostile}), cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert f"left out {len(hostile)}" in done.stderr and "history_cap 200 thinned" in done.stderr
+    assert len(json.loads((project / "data" / "history.json").read_text())["runs"]) <= 200
+    assert run_cli("render", cwd=project).returncode == 0
+    assert injected(project / "site") == []
+    assert not list(tmp_path.glob("**/PWNED*")) and not list(Path("/tmp").glob("PWNED*"))
+
+
 # --- merge of hostile run folders ------------------------------------------------------------
 
 
@@ -264,9 +283,11 @@ def test_merge_copies_no_link_and_takes_no_trust_from_the_folder(
     merged = project / "data" / "runs" / hostile_run.name
     assert (merged / "calibration.json").is_file() and not (merged / "stolen.json").exists()
     assert not any(p.is_symlink() for p in merged.rglob("*"))
-    settings = json.loads((merged / "config.json").read_text())["settings"]
+    config = json.loads((merged / "config.json").read_text())
+    settings = config["settings"]
     assert (settings["trust_remote_code"], settings["scalene_html"],
             settings["include_host_info"]) == (False, False, False)
+    assert config["merged"] is True  # so --confirm never loads the model path it names
     assert run_cli("render", cwd=project).returncode == 0
     assert "s3cret" not in "".join(p.read_text(errors="ignore")
                                    for p in (project / "site").rglob("*") if p.is_file())
@@ -323,3 +344,23 @@ def test_csv_cells_a_spreadsheet_would_run_are_defused() -> None:
     (row,) = csv.DictReader(io.StringIO(text))
     assert row == {"name": '\'=HYPERLINK("http://x")', "at": "'@SUM(A1)", "plus": "'+1",
                    "negative": "-3", "plain": "fp32"}
+
+
+@SHARED
+@pytest.mark.parametrize(("change", "words"), [
+    (lambda c, model: c.update(merged=True), "merged from another machine"),
+    (lambda c, model: c["model_source"].update(path=model), "runs custom code"),
+], ids=["merged-run", "custom-code"])
+def test_confirm_loads_no_model_that_build_would_refuse(
+        bulk_build: Path, tmp_path: Path, tiny_model: Path,
+        change: Callable[[dict[str, Any], str], None], words: str) -> None:
+    project = copy_build(bulk_build, tmp_path / "project")
+    custom = shutil.copytree(tiny_model, tmp_path / "custom-model")
+    _edit(custom / "config.json", lambda c: c.update(auto_map={"AutoModel": "evil.Model"}))
+    run = (project / "data" / "latest").resolve()
+    _edit(run / "config.json", lambda c: change(c, str(custom)))
+    before = snapshot(project / "data")
+    done = run_cli("compare", "--confirm", cwd=project)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert words in done.stderr and "Traceback" not in done.stderr
+    assert snapshot(project / "data") == before

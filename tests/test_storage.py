@@ -203,3 +203,25 @@ def test_gzip_file_round_trip(tmp_path: Path) -> None:
     assert target.stat().st_size < len(body)
     assert source.read_bytes() == body  # the source is left for the caller
     assert sorted(p.name for p in tmp_path.iterdir()) == ["profile.json", "profile.json.gz"]
+
+
+def test_a_write_syncs_the_file_and_then_its_folder(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_json(tmp_path / "a.json", {"x": 1})
+    assert synced == ["file", "folder"]  # the data, then the rename that names it
+
+
+def test_the_texts_a_build_keeps_come_back_exactly(tmp_path: Path) -> None:
+    from profiler.rundir import RunDir
+
+    texts = ["plain", "line\u2028separator", "form\x0cfeed", 'quote " and \\', "ünïcödé"]
+    RunDir(tmp_path).write_texts(texts)
+    assert RunDir(tmp_path).read_texts() == texts

@@ -138,3 +138,17 @@ def test_deploys_never_overlap(workflow: dict[str, Any]) -> None:
     concurrency = workflow.get("concurrency") or workflow["jobs"]["publish"].get("concurrency")
     assert concurrency and concurrency.get("group")
     assert concurrency.get("cancel-in-progress") is False
+
+
+def test_publish_deploys_nothing_when_restore_fails(workflow: dict[str, Any]) -> None:
+    # `profiler restore` exits non-zero on anything but a 404 (tests/test_intake.py); the job
+    # must then stop before the deploy, or it would publish one run over the whole history.
+    steps = workflow["jobs"]["publish"]["steps"]
+    names = [step.get("name") for step in steps]
+    restore, deploy = names.index("Restore the history"), names.index("Deploy")
+    assert restore < deploy
+    assert not steps[restore].get("continue-on-error")
+    assert "||" not in steps[restore]["run"] and "set +e" not in steps[restore]["run"]
+    for step in steps[restore + 1:deploy + 1]:  # a failed step skips these unless they opt in
+        condition = str(step.get("if", ""))
+        assert not re.search(r"always\(\)|failure\(\)|cancelled\(\)", condition), step["name"]

@@ -37,7 +37,7 @@ from profiler.history.store import (
 )
 from profiler.history.tracking import run_record
 from profiler.rundir import CALIBRATION, COMPARISON, CONFIG, RUN_FILES, SUMMARY, RunDir
-from profiler.storage import SCHEMA_VERSION, point_latest, write_json
+from profiler.storage import SCHEMA_VERSION, point_latest, replace, write_json
 
 TOP_FILES = {*RUN_FILES, CALIBRATION, COMPARISON, *(f"{name}.json" for name in STUDY_NAMES)}
 NESTED_FILES = (r"scalene/[a-z_,-]{1,200}\.(json\.gz|html)", r"logs/[a-z_,-]{1,200}\.log")
@@ -283,6 +283,7 @@ def _copy_run(run: Incoming, target: Path) -> None:
         shutil.copyfile(run.folder / relative, staging / relative, follow_symlinks=False)
     config = RunDir(staging).read(CONFIG)
     config["settings"] = {**config.get("settings", {}), **NEVER_FROM_ELSEWHERE}
+    config["merged"] = True  # its model path is another machine's: never loaded here
     config.pop("schema_version", None)
     RunDir(staging).write(CONFIG, config)
-    staging.replace(target)
+    replace(staging, target)

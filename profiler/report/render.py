@@ -25,8 +25,8 @@ from profiler.report.trends import (
     write_run_records,
 )
 from profiler.rundir import COMPARISON, CONFIG, SUMMARY, SYSTEM, RunDir
-from profiler.safety import code, host_details, redact, text
-from profiler.storage import write_text
+from profiler.safety import code, finalize, host_details, markdown, redact, text
+from profiler.storage import write_bytes, write_text
 from profiler.studies import STUDIES
 from profiler.workloads import DESCRIPTIONS
 
@@ -44,14 +44,20 @@ def find_run(data: Path, run_id: str | None) -> Path:
 
 
 def environment(templates: Path) -> jinja2.Environment:
-    """A Jinja environment that fails on undefined names and formats numbers one way."""
+    """A Jinja environment that escapes what it prints, fails on undefined names, and formats
+    numbers one way.
+
+    Everything printed is escaped for Markdown (`safety.finalize`) unless a filter marked it
+    trusted: `code` (a code span), `md` (Markdown our own analysis wrote), `e` (an attribute).
+    """
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             autoescape=False)
+                             autoescape=True, finalize=finalize)
     env.filters["num"] = fmt_number
     env.filters["pct"] = lambda value, digits=1: fmt_number(100 * value, digits)
     env.filters["text"] = text
     env.filters["code"] = code
+    env.filters["md"] = markdown
     env.globals["workloads"] = DESCRIPTIONS
     env.globals["fdr_q"] = FDR_Q
     return env
@@ -160,10 +166,12 @@ def copy_downloads(run_dir: Path, report: Path, run: dict[str, Any],
     for name, study in run["studies"].items():
         profile, html = study["scalene"].get("profile"), study["scalene"].get("html")
         if profile:
-            check_gzip(scalene_file(run_dir, profile))
-            shutil.copy2(scalene_file(run_dir, profile), files / f"{name}-scalene.json.gz")
+            raw = check_gzip(scalene_file(run_dir, profile))
+            write_bytes(files / f"{name}-scalene.json.gz", gzip.compress(
+                redact(raw.decode("utf-8", "replace"), hidden).encode("utf-8"), mtime=0))
         if html:
-            shutil.copy2(scalene_file(run_dir, html), files / f"{name}-scalene.html")
+            page = scalene_file(run_dir, html).read_text(encoding="utf-8", errors="replace")
+            write_text(files / f"{name}-scalene.html", redact(page, hidden))
 
 
 def scalene_file(run_dir: Path, relative: str) -> Path:
@@ -176,12 +184,11 @@ def scalene_file(run_dir: Path, relative: str) -> Path:
     return path
 
 
-def check_gzip(path: Path) -> None:
-    """Raise ProfilerError naming `path` unless it is a whole gzip file."""
+def check_gzip(path: Path) -> bytes:
+    """`path`'s content unpacked; ProfilerError naming it unless it is a whole gzip file."""
     try:
         with gzip.open(path, "rb") as packed:
-            while packed.read(1 << 20):
-                pass
+            return packed.read()
     except (OSError, EOFError, zlib.error) as exc:
         raise ProfilerError(f"{path} is damaged ({first_line(exc, 160)}); it is left as it is and "
                             "not published") from None

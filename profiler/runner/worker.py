@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
     from profiler.config import Settings
     from profiler.corpus import load_corpus
     from profiler.model import ModelSource, load_model
-    from profiler.rundir import CONFIG, RunDir
+    from profiler.rundir import CONFIG, TEXTS, RunDir
     from profiler.studies import STUDIES
     from profiler.studies.base import Profiling, StudyContext, emit
 
@@ -39,7 +39,9 @@ def main(argv: list[str]) -> int:
     emit("loading", label="loading model")
     model, info = load_model(ModelSource(**plan["model_source"]), plan["device"],
                              settings.trust_remote_code)
-    ctx = StudyContext(model=model, info=info, texts=load_corpus(Path(plan["corpus_path"])),
+    texts = run.read_texts() if run.has(TEXTS) else load_corpus(
+        Path(plan["corpus_path"]), settings.corpus_max_mb, settings.text_max_chars)
+    ctx = StudyContext(model=model, info=info, texts=texts,
                        settings=settings, profiling=Profiling("--under-scalene" in argv),
                        run_dir=run_dir)
     seconds = {"startup": began - psutil.Process().create_time(), "load": time.time() - began}
