@@ -90,6 +90,7 @@ class Settings(Record):
     length_batch_size: int = 32
     scalene: bool = True
     scalene_html: bool = False  # also publish Scalene's own HTML viewer (several MB a study)
+    cold_start: bool = True  # time a fresh process's import, load and first call (full builds)
     quick: bool = False
     recommend_within: float = 0.05
     leak_threshold_mb: float = 0.05
@@ -143,7 +144,7 @@ class Settings(Record):
                                                  or self.memory_limit_mb <= 0):
             raise ProfilerError(f"memory_limit_mb must be a number > 0, got "
                                 f"{self.memory_limit_mb!r}")
-        for name in ("trust_remote_code", "scalene_html", "include_host_info"):
+        for name in ("trust_remote_code", "scalene_html", "include_host_info", "cold_start"):
             if not isinstance(getattr(self, name), bool):
                 raise ProfilerError(f"{name} must be true or false, got "
                                     f"{getattr(self, name)!r}")

@@ -100,6 +100,7 @@ def vega_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 TINY_SETTINGS = """
+cold_start = false
 batch_sizes = [2, 4, 8]
 text_lengths = [10, 100, 400]
 length_batch_size = 4

@@ -41,7 +41,7 @@ MIXED[10] = words(70)
 EQUAL = [words(20)] * 40
 
 
-def run_study(model_dir: Path, texts: list[str], repeats: int,
+def run_study(model_dir: Path, texts: list[str], repeats: int, cold_start: bool = False,
               **settings: Any) -> dict[str, Any]:
     """Run the real batch-size study on `texts` as one request (stream: the chosen workload)."""
     model, info = load_model(resolve_model(str(model_dir)), "cpu")
@@ -50,7 +50,7 @@ def run_study(model_dir: Path, texts: list[str], repeats: int,
                     max_rounds=max(2, repeats))
     ctx = StudyContext(model=model, info=info, texts=texts,
                        settings=Settings(timing=timing, request_size=len(texts),
-                                         workload="stream", **settings))
+                                         workload="stream", cold_start=cold_start, **settings))
     assert ctx.request == texts  # a request of the corpus's size is the corpus, in order
     return BatchSizeStudy().run(ctx)
 
@@ -79,7 +79,7 @@ def padded(batches: list[list[int]], tokens: list[int]) -> int:
 @pytest.fixture(scope="module")
 def mixed_study(tiny_model: Path) -> dict[str, Any]:
     """The study on the alternating corpus (padding does not depend on timing: one pass)."""
-    return run_study(tiny_model, MIXED, repeats=1, batch_sizes=(2, 4, 8))
+    return run_study(tiny_model, MIXED, repeats=1, batch_sizes=(2, 4, 8), cold_start=True)
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +126,14 @@ def test_stream_pads_more_than_bulk_exactly_as_counted_by_hand(tiny_model: Path,
     stream = remedies["stream"]
     assert stream["padding"] == points[("stream", stream["batch_size"])]["padding"]
     assert remedies["sort_window_8"]["padding"]["real_share"] > stream["padding"]["real_share"]
+
+
+def test_the_cold_start_is_a_fresh_process_timed_only_when_asked(
+        mixed_study: dict[str, Any], equal_study: dict[str, Any]) -> None:
+    cold = mixed_study["query"]["cold_start"]  # asked for: a fresh interpreter's own figures
+    assert cold["import_s"] > 0 and cold["load_s"] > 0 and cold["first_encode_ms"] > 0
+    assert cold["total_s"] >= cold["import_s"] + cold["load_s"]
+    assert equal_study["query"]["cold_start"] is None  # cold_start = false: no process started
 
 
 def test_on_one_text_length_stream_and_bulk_pad_alike(tiny_model: Path,

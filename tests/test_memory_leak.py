@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import SHARED
-from helpers import fmt, read_page, run_profiler, table_by_header
+from helpers import fmt, read_page, run_cli, table_by_header
 
 from profiler.config import Settings, Timing
 from profiler.measure.fit import linear_fit
@@ -26,8 +26,9 @@ TEXTS = [f"the river rose by {n} percent in the old city and the law was passed"
          for n in range(40)]
 LEAK_TIMING = Timing(leak_iterations=10, leak_warmup=2, leak_texts=32)
 
-# module-scoped fixtures below are built once: the module's tests run on one worker
-pytestmark = pytest.mark.xdist_group("leak_checks")
+# the module-scoped leak checks are built once: the tests reading them run on one worker
+# (a module-wide group would pull the shared-build test off the shared build's worker)
+LEAK_CHECKS = pytest.mark.xdist_group("leak_checks")
 
 
 class KeepEveryOutput(torch.nn.Module):
@@ -103,6 +104,7 @@ def leak_checks(tiny_model: Path) -> dict[str, dict[str, Any]]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+@LEAK_CHECKS
 def test_leak_check_flags_a_planted_leak(leak_checks: dict[str, dict[str, Any]]) -> None:
     result = leak_checks["leaky"]
     assert result["leak"] is True
@@ -110,6 +112,7 @@ def test_leak_check_flags_a_planted_leak(leak_checks: dict[str, dict[str, Any]])
     assert len(result["rss_mb"]) == 10 and len(result["warmup_rss_mb"]) == 2
 
 
+@LEAK_CHECKS
 def test_leak_check_passes_the_clean_tiny_model(leak_checks: dict[str, dict[str, Any]]) -> None:
     result = leak_checks["clean"]
     assert result["leak"] is False
@@ -171,7 +174,7 @@ def test_bad_iteration_counts_are_one_line_errors(tiny_project: Path, tiny_model
     key = setting.split(" = ")[0]
     lines = [line for line in config.read_text().splitlines() if not line.startswith(key)]
     config.write_text("\n".join([*lines, setting]) + "\n")
-    done = run_profiler("build", "--model", str(tiny_model), cwd=tiny_project)
+    done = run_cli("build", "--model", str(tiny_model), cwd=tiny_project)
     assert done.returncode != 0
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: timing.leak_")
     assert not (tiny_project / "data" / "runs").exists()

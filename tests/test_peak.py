@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from profiler.errors import ProfilerError
-from profiler.measure.peak import cpu_flags, measure_peak, parse_cpu_flags, peak_dtypes
+from profiler.measure.peak import MIN_SIZE, cpu_flags, measure_peak, parse_cpu_flags, peak_dtypes
 
 X86_CPUINFO = """processor	: 0
 vendor_id	: GenuineIntel
@@ -34,6 +34,15 @@ def test_small_matmul_gives_positive_gflops() -> None:
     assert peak.best_gflops == max(peak.gflops.samples)  # peaks are maxima
     assert peak.threads >= 1
     assert peak.to_dict()["gflops"]["samples"] == peak.gflops.samples
+
+
+def test_a_matmul_slower_than_the_time_asked_is_measured_smaller() -> None:
+    # no matmul of 512 takes a microsecond: the size shrinks to the smallest, and says so
+    peak = measure_peak("cpu", "float32", size=512, min_time_s=1e-6, repeats=2)
+    assert peak is not None and peak.size == MIN_SIZE
+    assert peak.gflops.n == 2 and peak.best_gflops > 0
+    fits = measure_peak("cpu", "float32", size=64, min_time_s=0.05, repeats=2)
+    assert fits is not None and fits.size == 64  # one call fits the time: the size asked for
 
 
 def test_dtype_without_a_matmul_kernel_gives_none() -> None:

@@ -38,8 +38,8 @@ def test_builds_are_recorded_judged_charted_and_gated(bulk_build: Path, tiny_mod
     latest = data / "latest"
     assert runs[1]["run_id"] == latest.resolve().name
     names = {m["name"] for m in runs[1]["metrics"]}
-    assert {"bulk_best_texts_per_s", "stream_best_texts_per_s", "query_latency_ms_p95",
-            "cold_start_s"} <= names
+    assert {"bulk_best_texts_per_s", "stream_best_texts_per_s", "query_latency_ms_p95"} <= names
+    assert "cold_start_s" not in names  # the tiny settings say cold_start = false
     assert len(runs[1]["calibration_gflops"]) == 10
     assert runs[1]["model"]["sha256"] and len(runs[1]["model"]["sha256"]) == 64
 
@@ -90,7 +90,7 @@ def test_builds_are_recorded_judged_charted_and_gated(bulk_build: Path, tiny_mod
         metric.pop("validity", None)  # the gate is under test, not the tiny model's noise,
     baseline.write_text(json.dumps({"schema_version": 2, **faster}))
     settings = tiny_project / "profiler.toml"  # which would leave a noisy drop INCONCLUSIVE
-    settings.write_text("max_cv = 10.0\n" + settings.read_text())
+    settings.write_text("max_cv = 1000.0\n" + settings.read_text())
     done = _build(tiny_project, tiny_model, "--fail-on-regression")
     assert done.returncode == 3, done.stderr
     assert "REGRESSED" in done.stderr

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ FLAGS_OF_INTEREST = ("fma", "avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx51
                      "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
                      "asimd", "sve", "bf16", "i8mm")  # the last four are Arm's names
 CPUINFO = Path("/proc/cpuinfo")
+MIN_SIZE = 128  # the smallest matmul a peak is measured on
 
 
 @dataclass(frozen=True)
@@ -33,24 +36,36 @@ class Peak(Record):
 
 def measure_peak(device: str, dtype: str, size: int = 1024, min_time_s: float = 0.5,
                  repeats: int = 5) -> Peak | None:
-    """Time `size` x `size` matmuls; return None if `dtype` has no matmul kernel on `device`."""
+    """Time `size` x `size` matmuls; return None if `dtype` has no matmul kernel on `device`.
+
+    Where one matmul takes longer than `min_time_s` (a dtype without a fast kernel on this
+    machine), the size is halved until one fits, so every dtype costs about the same time;
+    the size used is recorded.
+    """
     import torch
 
     _check_device(device)
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise ValueError(f"unknown dtype {dtype!r}")
-    a, b, out = (torch.randn(size, size).to(device=device, dtype=torch_dtype) for _ in range(3))
-    try:
-        timed(lambda: torch.mm(a, b, out=out), device)  # warm-up: kernel choice, caches
-    except (NotImplementedError, RuntimeError) as exc:
-        if _unsupported(exc):
-            return None
-        raise
-    per_call_s = timed(lambda: torch.mm(a, b, out=out), device)
+    while True:
+        a, b, out = (torch.randn(size, size).to(device=device, dtype=torch_dtype)
+                     for _ in range(3))
+        matmul = functools.partial(torch.mm, a, b, out=out)
+        try:
+            first_s = timed(matmul, device)  # warm-up: kernel choice, caches
+        except (NotImplementedError, RuntimeError) as exc:
+            if _unsupported(exc):
+                return None
+            raise
+        if first_s <= min_time_s or size <= MIN_SIZE:
+            break
+        # a dtype with a slow kernel here: a smaller matmul shows the same rate in less time
+        size = max(MIN_SIZE, size >> max(1, math.ceil(math.log2(first_s / min_time_s) / 3)))
+    per_call_s = timed(matmul, device)
     calls = max(1, math.ceil(min_time_s / max(per_call_s, 1e-9)))
     flop = 2.0 * size**3 * calls
-    samples = [flop / timed(lambda: _repeat_mm(a, b, out, calls), device) / 1e9
+    samples = [flop / timed(functools.partial(_repeat_mm, matmul, calls), device) / 1e9
                for _ in range(repeats)]
     stats = summarize(samples)
     return Peak(device, dtype, size, stats, stats.max, torch.get_num_threads())
@@ -98,8 +113,6 @@ def _unsupported(exc: Exception) -> bool:
         or "not_supported" in message
 
 
-def _repeat_mm(a: Any, b: Any, out: Any, calls: int) -> None:
-    import torch
-
+def _repeat_mm(matmul: Callable[[], Any], calls: int) -> None:
     for _ in range(calls):
-        torch.mm(a, b, out=out)
+        matmul()

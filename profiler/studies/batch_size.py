@@ -128,7 +128,8 @@ class BatchSizeStudy(Study):
         tokens = token_counts(ctx.model, texts, ctx.info.max_seq_length)
         sizes = measured_sizes(ctx.settings.batch_sizes, ctx.settings.quick, len(texts))
         quick = ctx.settings.quick
-        cold = None if quick else cold_start(ctx)  # a fresh process: a full build's question
+        # a fresh process: a full build's question, unless the settings leave it out
+        cold = cold_start(ctx) if ctx.settings.cold_start and not quick else None
         ctx.model.encode(texts[:sizes[0]], batch_size=sizes[0])  # first-call costs: no size's
         workloads = batched_workloads(ctx.settings)
         comparison = measure_batched(ctx, texts, tokens, sizes, workloads)
