@@ -31,7 +31,7 @@ def cli() -> None:
 @click.option("--experiment", "experiments", multiple=True,
               help="Run only this optimization experiment (repeatable), e.g. bf16, onnx.")
 @click.option("--quality-threshold", type=float,
-              help="Mean cosine to fp32 a configuration must keep [default: 0.999].")
+              help="Mean cosine to fp32 a configuration must keep [default: 0.995].")
 @click.option("--workload", type=click.Choice(WORKLOADS),
               help="The workload you serve: bulk lists, a stream of batches or single queries "
                    "[default: bulk].")

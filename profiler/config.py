@@ -95,7 +95,8 @@ class Settings(Record):
     recommend_within: float = 0.05
     leak_threshold_mb: float = 0.05
     experiments: tuple[str, ...] = ()
-    quality_threshold: float = 0.999
+    quality_threshold: float = 0.995  # mean cosine to fp32 that keeps quality, and ...
+    quality_recall: float = 0.95  # ... the share of fp32's 10 nearest neighbours it keeps
     workload: str = "bulk"
     request_size: int | None = None  # texts per request; None: the whole corpus (>= 1,000)
     token_budget: int | None = None  # padded tokens per batch; None: batch size x mean tokens
@@ -157,6 +158,8 @@ class Settings(Record):
         if not _is_number(self.quality_threshold) or not 0 < self.quality_threshold <= 1:
             raise ProfilerError(f"quality_threshold must be in (0, 1], got "
                                 f"{self.quality_threshold!r}")
+        if not _is_number(self.quality_recall) or not 0 <= self.quality_recall <= 1:
+            raise ProfilerError(f"quality_recall must be in [0, 1], got {self.quality_recall!r}")
 
     def request_texts(self, corpus_texts: int) -> int:
         """Texts in one request: as set, else the whole corpus (at least 1,000; 256 if quick)."""

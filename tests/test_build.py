@@ -138,8 +138,7 @@ def test_render_rebuilds_pages_without_measuring(bulk_build: Path, tmp_path: Pat
 PAGE_WORKLOADS = {"index.html": "query", "report/batch-size/index.html": "query",
                   "report/optimizations/index.html": "query",
                   "report/bottlenecks/index.html": "query",
-                  "report/recommendations/index.html": "query",
-                  "report/stages/index.html": "stream"}
+                  "report/recommendations/index.html": "query"}
 OWN_WORKLOADS = {"report/memory/index.html": "bulk", "report/leak/index.html": "bulk",
                  "report/stages/index.html": "stream", "report/text-length/index.html": "stream"}
 
@@ -158,11 +157,11 @@ def test_studies_with_a_workload_of_their_own_name_it(bulk_build: Path) -> None:
 
 def test_full_build_under_scalene_profiles_and_names_every_workload(tiny_project: Path,
                                                                     tiny_model: Path) -> None:
-    # three studies, each in its own profiled process (the shared build runs all six, plain);
-    # one experiment keeps it short
+    # two studies, each in its own profiled process (the shared build runs all six, plain,
+    # and shows the pages with a workload of their own); one experiment keeps it short
     done = run_profiler("build", "--model", str(tiny_model), "--workload", "query",
-                        "--study", "batch_size", "--study", "stages", "--study",
-                        "optimizations", "--experiment", "bf16", cwd=tiny_project)
+                        "--study", "batch_size", "--study", "optimizations", "--experiment",
+                        "bf16", cwd=tiny_project)
     assert done.returncode == 0, done.stderr
     run_dir = (tiny_project / "data" / "latest").resolve()
     study = json.loads((run_dir / "batch_size.json").read_text())
@@ -179,7 +178,7 @@ def test_full_build_under_scalene_profiles_and_names_every_workload(tiny_project
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["workload"] == "query"
-    assert set(summary["studies"]) == {"batch_size", "stages", "optimizations"}
+    assert set(summary["studies"]) == {"batch_size", "optimizations"}
     for name in summary["studies"]:  # each its own process, each profiled
         assert json.loads((run_dir / f"{name}.json").read_text())["scalene"]["status"] == \
             "profiled", name

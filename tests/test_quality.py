@@ -9,7 +9,15 @@ import pytest
 from conftest import WORDS
 
 from profiler.analysis import quality
-from profiler.analysis.quality import cosine_to_reference, measure_quality, neighbour_overlap
+from profiler.analysis.quality import (
+    Criterion,
+    cosine_to_reference,
+    criterion_of,
+    measure_quality,
+    neighbour_ndcg,
+    neighbour_overlap,
+    similarity_spearman,
+)
 
 
 def at_angles(degrees: list[float], lengths: list[float]) -> np.ndarray:
@@ -112,3 +120,44 @@ def test_bfloat16_embeddings_are_close_but_not_equal(tiny_model: Path) -> None:
     assert result.texts == len(texts)
     assert 0.99 < result.cosine_min <= result.cosine_mean < 1 - 1e-7
     assert result.neighbour_overlap_mean >= 0.8  # 1.0 on this seed: bf16 noise rarely reorders
+
+
+def test_ndcg_weighs_where_in_the_top_k_an_outsider_ranks() -> None:
+    # text 0's neighbours by reference: 1 (10°), 2 (30°), 3 (60°); k = 2 keeps {1, 2}.
+    reference = at_angles([0, 10, 30, 60], [1.0] * 4)
+    same_set = at_angles([0, 30, 10, 60], [1.0] * 4)  # 1 and 2 swap places: the same top 2
+    outsider_first = at_angles([0, 40, 20, 5], [1.0] * 4)  # 3 ranks first, 2 second, 1 out
+    discounts = [1.0, 1 / np.log2(3)]
+    assert neighbour_overlap(reference, same_set, k=2)[0] == 1.0
+    assert neighbour_ndcg(reference, same_set, k=2)[0] == pytest.approx(1.0)
+    assert neighbour_overlap(reference, outsider_first, k=2)[0] == 0.5
+    # relevant at rank 2 only: (1 / log2 3) / (1 + 1 / log2 3)
+    assert neighbour_ndcg(reference, outsider_first, k=2)[0] == pytest.approx(
+        discounts[1] / sum(discounts))
+
+
+def test_spearman_of_pairwise_similarities() -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(30, 8))
+    assert similarity_spearman(vectors, vectors) == pytest.approx(1.0)
+    assert similarity_spearman(vectors, 3.0 * vectors) == pytest.approx(1.0)  # lengths: no matter
+    noisy = vectors + rng.normal(scale=0.5, size=vectors.shape)
+    assert 0.3 < similarity_spearman(vectors, noisy) < 0.99
+    sampled = similarity_spearman(vectors, noisy, max_pairs=100)  # 435 pairs, 100 drawn
+    assert sampled != similarity_spearman(vectors, noisy) and 0.0 < sampled < 1.0
+    assert measure_quality(vectors, noisy).spearman == similarity_spearman(vectors, noisy)
+
+
+def test_the_criterion_needs_every_bound_and_says_which_it_missed() -> None:
+    criterion = Criterion(cosine_mean=0.995, recall_at_k=0.95)
+    quality = {"cosine_mean": 0.997, "neighbour_overlap_mean": 0.96, "neighbour_k": 10}
+    assert criterion.missed(quality) is None
+    assert criterion.missed({**quality, "neighbour_overlap_mean": 0.90}) == "recall@10 0.900 < 0.95"
+    assert criterion.missed({**quality, "cosine_mean": 0.99}) == "mean cosine 0.9900 < 0.995"
+    assert criterion.missed({**quality, "cosine_mean": 0.995}) is None  # bounds are inclusive
+    assert criterion.missed(None) == "quality not measured"
+    assert criterion.describe() == "mean cosine ≥ 0.995 and recall@10 ≥ 0.95"
+    # results written before recall was a bound were judged by their cosine alone
+    assert criterion_of({"quality_threshold": 0.999}) == Criterion(0.999, 0.0)
+    assert criterion_of({"quality_threshold": 0.999,
+                         "quality_criterion": criterion.to_dict()}) == criterion

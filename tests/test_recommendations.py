@@ -209,8 +209,8 @@ def test_a_speedup_of_one_or_less_is_dropped_whatever_its_interval() -> None:
 def test_a_lossy_change_is_recommended_with_its_cost_and_not_as_a_quick_win() -> None:
     lossy = next(r for r in recommend(_optimizations()) if r.experiment == "max_seq_64")
     assert not lossy.lossless and lossy.priority == "medium term"
-    assert lossy.quality_cost == ("mean cosine 0.9620 (min 0.742), 10-NN overlap 78.1%: "
-                                  "below the 0.999 threshold")
+    assert lossy.quality_cost == ("mean cosine 0.9620 (min 0.742), recall@10 0.781: "
+                                  "misses mean cosine ≥ 0.999")
 
 
 def test_skipped_and_failed_experiments_are_ignored() -> None:
@@ -233,6 +233,20 @@ def test_the_quality_threshold_is_inclusive(cosine: float, lossless: bool, prior
     _experiment(optimizations, "onnx")["quality"]["cosine_mean"] = cosine
     onnx = next(r for r in recommend(optimizations) if r.experiment == "onnx")
     assert (onnx.lossless, onnx.priority) == (lossless, priority)
+
+
+def test_recall_decides_with_the_cosine_when_the_criterion_asks_for_it() -> None:
+    optimizations = _optimizations()
+    optimizations["quality_criterion"] = {"cosine_mean": 0.995, "recall_at_k": 0.95}
+    onnx = _experiment(optimizations, "onnx")["quality"]
+    onnx.update(cosine_mean=0.997, neighbour_overlap_mean=0.96)  # a cosine the old 0.999 refused
+    found = next(r for r in recommend(optimizations) if r.experiment == "onnx")
+    assert found.lossless and found.quality_cost.startswith(
+        "keeps quality (mean cosine ≥ 0.995 and recall@10 ≥ 0.95)")
+    onnx.update(neighbour_overlap_mean=0.90)  # one neighbour in ten changes: search does
+    found = next(r for r in recommend(optimizations) if r.experiment == "onnx")
+    assert not found.lossless and found.quality_cost.endswith(
+        "recall@10 0.900: misses mean cosine ≥ 0.995 and recall@10 ≥ 0.95")
 
 
 def test_a_change_without_quality_figures_counts_as_lossy() -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from profiler.analysis.quality import criterion_of
 from profiler.analysis.recommendations import aa_floor
 from profiler.measure.stats import speedup
 from profiler.measure.validity import unreliable
@@ -144,13 +145,13 @@ def experiment_family(title: str, names: tuple[str, ...] | Callable[[str], bool]
                   and _reliable(e)]
         if base is None or base["status"] != "measured" or not picked or not _reliable(base):
             return None
-        threshold = result.get("quality_threshold", 0.0)
-        keeping = [e for e in picked if _cosine(e) is not None and _cosine(e) >= threshold]
+        criterion = criterion_of(result)
+        keeping = [e for e in picked if criterion.missed(e.get("quality")) is None]
         best = max(keeping or picked, key=lambda e: e["speedup"])
         quality = _cosine(best)
         cost = f", mean cosine to fp32 {quality:.5f}" if quality is not None else ""
         if not keeping:
-            cost += f" (below the {threshold} quality threshold)"
+            cost += f" (misses {criterion.describe()})"
         return _found(title, "optimizations", (best["speedup"], best["speedup_ci95"]),
                       best["title"],
                       f"{best['title']} at batch {best['batch_size']}: {best['speedup']:.2f}× "

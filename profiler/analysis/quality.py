@@ -1,13 +1,16 @@
 """How close a candidate's embeddings are to the fp32 reference, for the same texts in order.
 
-Two views: the cosine between each text's two embeddings (does the vector move?), and the
-overlap of each text's nearest neighbours in the corpus (does retrieval change?). A rotation
-of the whole space keeps every neighbour but lowers the cosines; both are reported.
+Three views: the cosine between each text's two embeddings (does the vector move?); each text's
+nearest neighbours in the corpus against the reference's own (does search change? recall@k, and
+nDCG@k, which also weighs where in the top k a neighbour moved); and the Spearman correlation of
+all pairwise similarities (does similarity ranking change?). A rotation of the whole space keeps
+every neighbour but lowers the cosines; all are reported, and a `Criterion` says which decide.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +18,7 @@ from profiler.storage import Record
 
 ZERO_NORM = 1e-12
 BLOCK_ROWS = 1024  # similarity rows per block: keeps memory at BLOCK_ROWS * n floats
+MAX_PAIRS = 200_000  # pairwise similarities the Spearman correlation is computed over, at most
 
 
 @dataclass(frozen=True)
@@ -24,9 +28,44 @@ class Quality(Record):
     cosine_mean: float
     cosine_min: float
     cosine_p01: float
-    neighbour_overlap_mean: float
+    neighbour_overlap_mean: float  # recall@k of the reference's own k nearest neighbours
     neighbour_k: int
     texts: int
+    ndcg_mean: float | None = None  # nDCG@k of the candidate's ranking, the reference's top k
+    spearman: float | None = None  # of every pair's similarity, candidate against reference
+
+
+@dataclass(frozen=True)
+class Criterion(Record):
+    """What keeps quality: a mean cosine to fp32 and a recall@k of its neighbours, both met."""
+
+    cosine_mean: float
+    recall_at_k: float = 0.0
+
+    def missed(self, quality: dict[str, Any] | None) -> str | None:
+        """None when `quality` meets every bound; else the bounds it missed, with its figures."""
+        if quality is None:
+            return "quality not measured"
+        found = []
+        if quality["cosine_mean"] < self.cosine_mean:
+            found.append(f"mean cosine {quality['cosine_mean']:.4f} < {self.cosine_mean:g}")
+        if quality["neighbour_overlap_mean"] < self.recall_at_k:
+            found.append(f"recall@{quality['neighbour_k']} "
+                         f"{quality['neighbour_overlap_mean']:.3f} < {self.recall_at_k:g}")
+        return "; ".join(found) or None
+
+    def describe(self, k: int = 10) -> str:
+        """The criterion in words, e.g. `mean cosine >= 0.995 and recall@10 >= 0.95`."""
+        words = f"mean cosine ≥ {self.cosine_mean:g}"
+        return words + (f" and recall@{k} ≥ {self.recall_at_k:g}" if self.recall_at_k else "")
+
+
+def criterion_of(result: dict[str, Any]) -> Criterion:
+    """The criterion an optimizations result was judged by (runs before recall: cosine only)."""
+    found = result.get("quality_criterion")
+    if isinstance(found, dict):
+        return Criterion.from_dict(found)
+    return Criterion(float(result.get("quality_threshold", 0.0)))
 
 
 def cosine_to_reference(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
@@ -44,14 +83,52 @@ def neighbour_overlap(reference: np.ndarray, candidate: np.ndarray, k: int = 10)
     return shared / k
 
 
+def neighbour_ndcg(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -> np.ndarray:
+    """Per text, nDCG@k of the candidate's ranked neighbours, relevant if in the reference's top k.
+
+    1 when the candidate's top k are the reference's k neighbours, in any order; lower when
+    one drops out, and lower the nearer the top the outsider ranks.
+    """
+    _check_shapes(reference, candidate)
+    k = clip_k(k, len(reference))
+    ref_top, cand_ranked = _top_k(reference, k), _ranked_top_k(candidate, k)
+    relevant = (cand_ranked[:, :, None] == ref_top[:, None, :]).any(axis=2)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    return np.asarray((relevant * discounts).sum(axis=1) / discounts.sum())
+
+
+def similarity_spearman(reference: np.ndarray, candidate: np.ndarray,
+                        max_pairs: int = MAX_PAIRS, seed: int = 0) -> float:
+    """Spearman correlation of pairwise cosine similarities, candidate against reference.
+
+    Every pair of texts, or `max_pairs` of them drawn with a fixed seed on a large corpus.
+    """
+    from scipy.stats import spearmanr
+
+    _check_shapes(reference, candidate)
+    n = len(reference)
+    rows, cols = np.triu_indices(n, k=1)
+    if len(rows) > max_pairs:
+        pick = np.random.default_rng(seed).choice(len(rows), size=max_pairs, replace=False)
+        rows, cols = rows[pick], cols[pick]
+    ref, cand = _normalize(reference), _normalize(candidate)
+    ref_sims = np.einsum("ij,ij->i", ref[rows], ref[cols])
+    cand_sims = np.einsum("ij,ij->i", cand[rows], cand[cols])
+    if np.ptp(ref_sims) == 0 or np.ptp(cand_sims) == 0:
+        return 1.0 if np.allclose(ref_sims, cand_sims) else 0.0
+    return float(spearmanr(ref_sims, cand_sims).statistic)
+
+
 def measure_quality(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -> Quality:
-    """Summarize cosines to the reference and neighbour overlap at k."""
+    """Summarize cosines to the reference, recall and nDCG at k, and similarity ranking."""
     cosines = cosine_to_reference(reference, candidate)
     overlap = neighbour_overlap(reference, candidate, k)
     return Quality(cosine_mean=float(cosines.mean()), cosine_min=float(cosines.min()),
                    cosine_p01=float(np.percentile(cosines, 1)),
                    neighbour_overlap_mean=float(overlap.mean()),
-                   neighbour_k=clip_k(k, len(reference)), texts=len(reference))
+                   neighbour_k=clip_k(k, len(reference)), texts=len(reference),
+                   ndcg_mean=float(neighbour_ndcg(reference, candidate, k).mean()),
+                   spearman=similarity_spearman(reference, candidate))
 
 
 def clip_k(k: int, texts: int) -> int:
@@ -71,6 +148,14 @@ def _normalize(vectors: np.ndarray) -> np.ndarray:
     values = np.asarray(vectors, dtype=np.float64)
     norms = np.linalg.norm(values, axis=1, keepdims=True)
     return values / np.maximum(norms, ZERO_NORM)  # zero rows stay zero
+
+
+def _ranked_top_k(vectors: np.ndarray, k: int) -> np.ndarray:
+    """Return, per row, the indices of its k most similar other rows, most similar first."""
+    normed = _normalize(vectors)
+    top = _top_k(vectors, k)
+    sims = np.einsum("ij,ikj->ik", normed, normed[top])
+    return np.take_along_axis(top, np.argsort(-sims, axis=1, kind="stable"), axis=1)
 
 
 def _top_k(vectors: np.ndarray, k: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from profiler.analysis.quality import Criterion, criterion_of
 from profiler.measure.stats import speedup as paired_speedup
 from profiler.measure.validity import unreliable
 from profiler.storage import Record
@@ -167,9 +168,9 @@ def best_configuration(optimizations: Result) -> dict[str, Any] | None:
     gain clears the noise; each already runs at its own best batch size. The reference is
     fp32 at sentence-transformers' default batch size: what a plain script runs.
     """
-    threshold = optimizations["quality_threshold"]
+    criterion = criterion_of(optimizations)
     candidates = [e for e in _measured(optimizations)
-                  if _rejection(e, optimizations) is None and _lossless(e, threshold)]
+                  if _rejection(e, optimizations) is None and _lossless(e, criterion)]
     base = _row(optimizations, optimizations["baseline"])
     plain = _plain_row(optimizations)
     if plain is None or base is None or base["status"] != "measured":
@@ -255,13 +256,13 @@ def aa_floor(result: Result | None) -> float:
 
 
 def _from_experiment(experiment: Result, optimizations: Result) -> Recommendation:
-    threshold = optimizations["quality_threshold"]
-    lossless = _lossless(experiment, threshold)
+    criterion = criterion_of(optimizations)
+    lossless = _lossless(experiment, criterion)
     low, high = experiment["speedup_ci95"]
     return Recommendation(
         experiment["title"], experiment["name"], _why(experiment, optimizations),
         _gain_pct(experiment["speedup"]), (_gain_pct(low), _gain_pct(high)),
-        _quality_cost(experiment["quality"], threshold, optimizations["baseline"]), lossless,
+        _quality_cost(experiment["quality"], criterion, optimizations["baseline"]), lossless,
         experiment["effort"], priority_of(lossless, experiment["effort"]), experiment["snippet"])
 
 
@@ -276,20 +277,21 @@ def _why(experiment: Result, optimizations: Result) -> str:
             f"(95% interval {low:.2f}–{high:.2f})")
 
 
-def _quality_cost(quality: Result | None, threshold: float, baseline: str) -> str:
+def _quality_cost(quality: Result | None, criterion: Criterion, baseline: str) -> str:
     if quality is None:
         return "not measured"
-    overlap = f"{quality['neighbour_k']}-NN overlap {100 * quality['neighbour_overlap_mean']:.1f}%"
-    if quality["cosine_mean"] >= threshold:
-        return (f"within the {threshold:g} threshold: mean cosine {quality['cosine_mean']:.5f} "
-                f"(min {quality['cosine_min']:.5f}) to {baseline}, {overlap}")
+    k = quality["neighbour_k"]
+    recall = f"recall@{k} {quality['neighbour_overlap_mean']:.3f}"
+    if criterion.missed(quality) is None:
+        return (f"keeps quality ({criterion.describe(k)}): mean cosine "
+                f"{quality['cosine_mean']:.5f} (min {quality['cosine_min']:.5f}) to {baseline}, "
+                f"{recall}")
     return (f"mean cosine {quality['cosine_mean']:.4f} (min {quality['cosine_min']:.3f}), "
-            f"{overlap}: below the {threshold:g} threshold")
+            f"{recall}: misses {criterion.describe(k)}")
 
 
-def _lossless(experiment: Result, threshold: float) -> bool:
-    quality = experiment["quality"]
-    return quality is not None and quality["cosine_mean"] >= threshold
+def _lossless(experiment: Result, criterion: Criterion) -> bool:
+    return criterion.missed(experiment["quality"]) is None
 
 
 def _median(experiment: Result) -> float:

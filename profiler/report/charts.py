@@ -7,6 +7,8 @@ from typing import Any
 
 import altair as alt
 
+from profiler.analysis.quality import criterion_of
+
 WIDTH = "container"  # the page's CSS gives every chart box a width; see charts.css
 HEIGHT = 300
 
@@ -210,12 +212,14 @@ def optimizations_charts(result: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def speedup_quality_chart(result: dict[str, Any]) -> Any:
     """One point per measured experiment: speedup with its interval, 1 − mean cosine."""
-    threshold = result["quality_threshold"]
+    criterion = criterion_of(result)
+    threshold = criterion.cosine_mean
     rows = [{"experiment": e["title"], "speedup": e["speedup"],
              "low": e["speedup_ci95"][0], "high": e["speedup_ci95"][1],
              "loss": max(0.0, 1 - e["quality"]["cosine_mean"]),
              "cosine": e["quality"]["cosine_mean"],
-             "keeps quality": "yes" if e["quality"]["cosine_mean"] >= threshold else "no"}
+             "recall": e["quality"]["neighbour_overlap_mean"],
+             "keeps quality": "no" if criterion.missed(e["quality"]) else "yes"}
             for e in result["experiments"] if e["status"] == "measured"]
     x = alt.X("loss:Q", scale=alt.Scale(type="symlog", constant=1e-4),
               title="Quality loss: 1 − mean cosine to fp32 (symlog scale)")
@@ -228,7 +232,7 @@ def speedup_quality_chart(result: dict[str, Any]) -> Any:
         shape=alt.Shape("keeps quality:N", title="Keeps quality"),
         tooltip=["experiment:N", alt.Tooltip("speedup:Q", format=".2f"),
                  alt.Tooltip("low:Q", format=".2f"), alt.Tooltip("high:Q", format=".2f"),
-                 alt.Tooltip("cosine:Q", format=".6f")])
+                 alt.Tooltip("cosine:Q", format=".6f"), alt.Tooltip("recall:Q", format=".3f")])
     rule = alt.Chart(alt.Data(values=[{"loss": 1 - threshold}])).mark_rule(
         strokeDash=[6, 4], color="#d62728").encode(x="loss:Q")
     one = alt.Chart(alt.Data(values=[{"speedup": 1.0}])).mark_rule(color="#999").encode(

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from profiler.analysis.quality import measure_quality
+from profiler.analysis.quality import Criterion, measure_quality
 from profiler.backends.variants import Encode, Skip, Variant, variants
 from profiler.measure.flops import model_config
 from profiler.measure.memory import PeakRss
@@ -148,6 +148,8 @@ class OptimizationsStudy(Study):
                 "aa": aa.to_dict() if aa else None,
                 "quality_texts": len(bench.quality_texts), "baseline": BASELINE,
                 "quality_threshold": ctx.settings.quality_threshold,
+                "quality_criterion": Criterion(ctx.settings.quality_threshold,
+                                               ctx.settings.quality_recall).to_dict(),
                 "peaks": [p.to_dict() for p in peaks], "cpu_flags": cpu_flags(),
                 "experiments": [asdict(r) for r in results]}
 
