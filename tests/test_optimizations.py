@@ -15,6 +15,7 @@ import pytest
 from conftest import SHARED
 from helpers import fmt, read_page, run_profiler, table_by_header
 
+from profiler.analysis.quality import pareto_front
 from profiler.backends.variants import FAMILIES, Skip, Variant, variants
 from profiler.config import Settings, Timing
 from profiler.measure.flops import batch_flops, flops_per_token, model_config
@@ -288,6 +289,12 @@ def test_optimizations_page_and_recommendations(bulk_build: Path) -> None:
     recs = read_page(tiny_project / "site" / "report" / "recommendations" / "index.html").text
     for rec in summary["recommendations"]:
         assert rec["title"] in recs
+    front = summary["studies"]["optimizations"]["front"]  # the speed-quality front, walked
+    assert [f["name"] for f in front] == [f["name"] for f in pareto_front(result["experiments"])]
+    if len(front) > 1:
+        walked = table_by_header(page, "Configuration", "Against the next one down")
+        assert [r["Configuration"] for r in walked] == [f["title"] for f in front]
+        assert walked[-1]["Against the next one down"] == "the slowest on the front"
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -16,6 +16,7 @@ from profiler.analysis.quality import (
     measure_quality,
     neighbour_ndcg,
     neighbour_overlap,
+    pareto_front,
     similarity_spearman,
 )
 
@@ -161,3 +162,28 @@ def test_the_criterion_needs_every_bound_and_says_which_it_missed() -> None:
     assert criterion_of({"quality_threshold": 0.999}) == Criterion(0.999, 0.0)
     assert criterion_of({"quality_threshold": 0.999,
                          "quality_criterion": criterion.to_dict()}) == criterion
+
+
+def _row(name: str, speedup: float, cosine: float, recall: float,
+         status: str = "measured") -> dict[str, object]:
+    return {"name": name, "title": name.upper(), "status": status, "speedup": speedup,
+            "quality": {"cosine_mean": cosine, "neighbour_overlap_mean": recall,
+                        "neighbour_k": 10}}
+
+
+def test_the_front_keeps_what_nothing_beats_and_walks_it_fastest_first() -> None:
+    rows = [_row("fp32", 1.0, 1.0, 1.0), _row("bf16", 1.8, 0.99995, 0.997),
+            _row("slow_bf16", 1.2, 0.9999, 0.99),  # bf16 is faster and better: off the front
+            _row("int8", 2.3, 0.95, 0.87), _row("same_as_fp32", 0.9, 1.0, 1.0),
+            _row("failed", 9.0, 0.0, 0.0, status="failed")]
+    front = pareto_front(rows)
+    assert [f["name"] for f in front] == ["int8", "bf16", "fp32"]
+    assert front[0]["over"] == "BF16" and front[0]["gain_pct"] == pytest.approx(27.78)
+    assert front[0]["recall_cost"] == pytest.approx(0.127)
+    assert front[0]["cosine_cost"] == pytest.approx(0.04995)
+    assert front[1]["gain_pct"] == pytest.approx(80.0) and front[-1]["over"] is None
+    # faster than fp32 at a lower cosine, but it keeps every neighbour bf16 loses: on the front
+    tradeoff = _row("keeps_neighbours", 1.1, 0.999, 1.0)
+    assert "keeps_neighbours" in {f["name"] for f in pareto_front([*rows, tradeoff])}
+    kept = _row("keeps_recall", 1.9, 0.99996, 0.998)  # faster and better than bf16 on all
+    assert {f["name"] for f in pareto_front([*rows, kept])} == {"int8", "keeps_recall", "fp32"}

@@ -168,3 +168,41 @@ def _top_k(vectors: np.ndarray, k: int) -> np.ndarray:
         sims[rows, rows + start] = -np.inf  # a text is not its own neighbour
         blocks.append(np.argpartition(-sims, k - 1, axis=1)[:, :k])
     return np.concatenate(blocks)
+
+
+def pareto_front(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The measured configurations no other beats on speed without costing quality, fastest first.
+
+    A configuration is off the front when another is at least as fast and at least as good on
+    mean cosine and on recall@k, and better on one of the three. Each row says what it gains
+    over the next slower one on the front, and what it costs: the walk a team makes when it
+    trades quality for throughput.
+    """
+    rows = [e for e in experiments if e.get("status") == "measured" and e.get("quality")
+            and e.get("speedup") is not None]
+    front = [e for e in rows if not any(_dominates(other, e) for other in rows)]
+    front.sort(key=lambda e: (-e["speedup"], -e["quality"]["cosine_mean"]))
+    found = []
+    for index, row in enumerate(front):
+        slower = front[index + 1] if index + 1 < len(front) else None
+        quality = row["quality"]
+        found.append({
+            "name": row["name"], "title": row["title"], "speedup": row["speedup"],
+            "cosine_mean": quality["cosine_mean"], "recall": quality["neighbour_overlap_mean"],
+            "neighbour_k": quality["neighbour_k"],
+            "over": slower["title"] if slower else None,
+            "gain_pct": round(100 * (row["speedup"] / slower["speedup"] - 1), 2)
+            if slower else None,
+            "recall_cost": round(slower["quality"]["neighbour_overlap_mean"]
+                                 - quality["neighbour_overlap_mean"], 4) if slower else None,
+            "cosine_cost": round(slower["quality"]["cosine_mean"] - quality["cosine_mean"], 6)
+            if slower else None})
+    return found
+
+
+def _dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether `a` is at least as fast and as good as `b` on every count, and better on one."""
+    qa, qb = a["quality"], b["quality"]
+    pairs = ((a["speedup"], b["speedup"]), (qa["cosine_mean"], qb["cosine_mean"]),
+             (qa["neighbour_overlap_mean"], qb["neighbour_overlap_mean"]))
+    return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)

@@ -7,7 +7,7 @@ from typing import Any
 
 import altair as alt
 
-from profiler.analysis.quality import criterion_of
+from profiler.analysis.quality import criterion_of, pareto_front
 
 WIDTH = "container"  # the page's CSS gives every chart box a width; see charts.css
 HEIGHT = 300
@@ -204,8 +204,8 @@ def leak_charts(result: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def optimizations_charts(result: dict[str, Any]) -> list[tuple[str, Any]]:
     """Speedup against quality loss with the threshold drawn, and efficiency against peak."""
-    return [("Speedup over fp32 against quality loss (dashed: the quality threshold)",
-             speedup_quality_chart(result)),
+    return [("Speedup over fp32 against quality loss (red dashes: the cosine bound; grey line: "
+             "the speed-quality front)", speedup_quality_chart(result)),
             ("Achieved GFLOP/s as a share of the measured matmul peak",
              efficiency_chart(result))]
 
@@ -214,7 +214,7 @@ def speedup_quality_chart(result: dict[str, Any]) -> Any:
     """One point per measured experiment: speedup with its interval, 1 − mean cosine."""
     criterion = criterion_of(result)
     threshold = criterion.cosine_mean
-    rows = [{"experiment": e["title"], "speedup": e["speedup"],
+    rows = [{"experiment": e["title"], "name": e["name"], "speedup": e["speedup"],
              "low": e["speedup_ci95"][0], "high": e["speedup_ci95"][1],
              "loss": max(0.0, 1 - e["quality"]["cosine_mean"]),
              "cosine": e["quality"]["cosine_mean"],
@@ -235,9 +235,12 @@ def speedup_quality_chart(result: dict[str, Any]) -> Any:
                  alt.Tooltip("cosine:Q", format=".6f"), alt.Tooltip("recall:Q", format=".3f")])
     rule = alt.Chart(alt.Data(values=[{"loss": 1 - threshold}])).mark_rule(
         strokeDash=[6, 4], color="#d62728").encode(x="loss:Q")
+    on_front = {row["name"] for row in pareto_front(result["experiments"])}
+    front = alt.Chart(alt.Data(values=[r for r in rows if r["name"] in on_front])).mark_line(
+        color="#888", strokeDash=[2, 2]).encode(x="loss:Q", y="speedup:Q", order="loss:Q")
     one = alt.Chart(alt.Data(values=[{"speedup": 1.0}])).mark_rule(color="#999").encode(
         y="speedup:Q")
-    return _sized(bars + dots + rule + one)
+    return _sized(bars + front + dots + rule + one)
 
 
 def efficiency_chart(result: dict[str, Any]) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from profiler.analysis.quality import Criterion, measure_quality
+from profiler.analysis.quality import Criterion, measure_quality, pareto_front
 from profiler.backends.variants import Encode, Skip, Variant, variants
 from profiler.measure.flops import model_config
 from profiler.measure.memory import PeakRss
@@ -155,10 +155,11 @@ class OptimizationsStudy(Study):
 
     @staticmethod
     def headline(result: dict[str, Any]) -> dict[str, Any]:
-        """The best combination that keeps quality, and how many experiments ran."""
+        """The best combination that keeps quality, the speed-quality front, how many ran."""
         from profiler.analysis.recommendations import best_configuration
 
         return {"workload": result["workload"], "best": best_configuration(result),
+                "front": pareto_front(result["experiments"]),
                 "aa": result.get("aa"),
                 "measured": sum(e["status"] == "measured" for e in result["experiments"]),
                 "skipped": sum(e["status"] != "measured" for e in result["experiments"])}
