@@ -76,11 +76,7 @@ def cosine_to_reference(reference: np.ndarray, candidate: np.ndarray) -> np.ndar
 
 def neighbour_overlap(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -> np.ndarray:
     """Return, per text, the share of its k nearest neighbours that both embeddings agree on."""
-    _check_shapes(reference, candidate)
-    k = clip_k(k, len(reference))
-    ref_top, cand_top = _top_k(reference, k), _top_k(candidate, k)
-    shared = (cand_top[:, :, None] == ref_top[:, None, :]).any(axis=2).sum(axis=1)
-    return shared / k
+    return _overlap(_relevant(reference, candidate, k))
 
 
 def neighbour_ndcg(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -> np.ndarray:
@@ -89,11 +85,23 @@ def neighbour_ndcg(reference: np.ndarray, candidate: np.ndarray, k: int = 10) ->
     1 when the candidate's top k are the reference's k neighbours, in any order; lower when
     one drops out, and lower the nearer the top the outsider ranks.
     """
+    return _ndcg(_relevant(reference, candidate, k))
+
+
+def _relevant(reference: np.ndarray, candidate: np.ndarray, k: int) -> np.ndarray:
+    """Per text and rank of the candidate's k nearest neighbours: is it one of the reference's?"""
     _check_shapes(reference, candidate)
     k = clip_k(k, len(reference))
     ref_top, cand_ranked = _top_k(reference, k), _ranked_top_k(candidate, k)
-    relevant = (cand_ranked[:, :, None] == ref_top[:, None, :]).any(axis=2)
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    return np.asarray((cand_ranked[:, :, None] == ref_top[:, None, :]).any(axis=2))
+
+
+def _overlap(relevant: np.ndarray) -> np.ndarray:
+    return np.asarray(relevant.sum(axis=1) / relevant.shape[1])
+
+
+def _ndcg(relevant: np.ndarray) -> np.ndarray:
+    discounts = 1.0 / np.log2(np.arange(2, relevant.shape[1] + 2))
     return np.asarray((relevant * discounts).sum(axis=1) / discounts.sum())
 
 
@@ -122,12 +130,12 @@ def similarity_spearman(reference: np.ndarray, candidate: np.ndarray,
 def measure_quality(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -> Quality:
     """Summarize cosines to the reference, recall and nDCG at k, and similarity ranking."""
     cosines = cosine_to_reference(reference, candidate)
-    overlap = neighbour_overlap(reference, candidate, k)
+    relevant = _relevant(reference, candidate, k)  # the neighbour searches, done once
     return Quality(cosine_mean=float(cosines.mean()), cosine_min=float(cosines.min()),
                    cosine_p01=float(np.percentile(cosines, 1)),
-                   neighbour_overlap_mean=float(overlap.mean()),
-                   neighbour_k=clip_k(k, len(reference)), texts=len(reference),
-                   ndcg_mean=float(neighbour_ndcg(reference, candidate, k).mean()),
+                   neighbour_overlap_mean=float(_overlap(relevant).mean()),
+                   neighbour_k=relevant.shape[1], texts=len(reference),
+                   ndcg_mean=float(_ndcg(relevant).mean()),
                    spearman=similarity_spearman(reference, candidate))
 
 
@@ -152,8 +160,7 @@ def _normalize(vectors: np.ndarray) -> np.ndarray:
 
 def _ranked_top_k(vectors: np.ndarray, k: int) -> np.ndarray:
     """Return, per row, the indices of its k most similar other rows, most similar first."""
-    normed = _normalize(vectors)
-    top = _top_k(vectors, k)
+    top, normed = _top_k(vectors, k), _normalize(vectors)
     sims = np.einsum("ij,ikj->ik", normed, normed[top])
     return np.take_along_axis(top, np.argsort(-sims, axis=1, kind="stable"), axis=1)
 

@@ -13,6 +13,7 @@ import jinja2
 
 from profiler.analysis.derive import DERIVED, derive
 from profiler.analysis.hotspots import cross_check
+from profiler.analysis.quality import criterion_of
 from profiler.analysis.verdicts import FDR_Q
 from profiler.errors import ProfilerError, first_line
 from profiler.history.store import HISTORY_FILE, load_history
@@ -60,6 +61,7 @@ def environment(templates: Path) -> jinja2.Environment:
     env.filters["md"] = markdown
     env.globals["workloads"] = DESCRIPTIONS
     env.globals["fdr_q"] = FDR_Q
+    env.globals["criterion_of"] = criterion_of
     return env
 
 
