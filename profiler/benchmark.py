@@ -43,7 +43,31 @@ def timed_build(project: Path, *args: str) -> tuple[float, dict[str, Any]]:
         print_split(seconds, per_study)
     if "--study" not in args:
         print_precision(latest)
+        print_serving(latest)
     return seconds, latest.read_study("batch_size")["result"]
+
+
+def print_serving(run: RunDir) -> None:
+    """Capacity per batcher setting, and the simulation's capacity against the measured."""
+    if not run.has_study("serving"):
+        return
+    result = run.read_study("serving")["result"]
+    slo = result["slo"]
+    print(f"  serving: capacity at p{slo['percentile']:g} <= {slo['target_ms']:g} ms")
+    for config in result["configs"]:
+        for setting in config["settings"]:
+            capacity = setting["capacity"]
+            print(f"    {config['name']:<10} {setting['label']:<48} {capacity['rate_rps']:8.1f} "
+                  f"requests/s{'' if capacity['confirmed'] else ' (not confirmed)'}")
+    prediction = result["prediction"]
+    error = prediction["error"]
+    print(f"    simulated {prediction['predicted_rps']:.1f} against measured "
+          f"{prediction['measured_rps']:.1f} requests/s"
+          + (f" ({100 * error:+.0f}%, tolerance ±{100 * prediction['tolerance']:.0f}%)"
+             if error is not None else ""))
+    for fleet in result["fleet"]:
+        print(f"    replicas for {result['target_rps']:,.0f} requests/s, {fleet['balance']}: "
+              f"{fleet['replicas']}")
 
 
 def print_precision(run: RunDir) -> None:

@@ -98,6 +98,9 @@ def plan_build(settings: Settings, workspace: Workspace) -> Plan:
     check_remote_code(plan.source, settings.trust_remote_code)
     if settings.token_budget is not None:
         check_token_budget(plan.source, texts, settings.token_budget)
+    if "serving" in plan.studies and "token_budget" in settings.serving.batchers:
+        check_token_budget(plan.source, texts, min(settings.serving.token_budgets),
+                           "serving.token_budgets value")
     for study in plan.studies:
         STUDIES[study].validate(settings, texts)
     return plan

@@ -57,6 +57,12 @@ def cli() -> None:
 @click.option("--memory-limit-mb", type=float,
               help="Memory a memory-study batch may take beyond the loaded model; a batch that "
                    "needs more is recorded as out of memory [default: no limit].")
+@click.option("--slo-ms", type=float,
+              help="Serving study: the latency target in ms [default: 100].")
+@click.option("--slo-percentile", type=float,
+              help="Serving study: the percentile of requests held to it [default: 95].")
+@click.option("--target-rps", type=float,
+              help="Serving study: the load to size replicas for, requests/s [default: 1000].")
 @click.option("--resume", is_flag=True,
               help="Finish the newest incomplete run (data/runs/.incomplete) with its own "
                    "settings, measuring only the studies it lacks.")
@@ -67,7 +73,8 @@ def build(model: str | None, device: str | None, corpus: str | None, batch_sizes
           trust_remote_code: bool | None, quick: bool | None, no_scalene: bool,
           scalene_html: bool | None, include_host_info: bool | None, no_site: bool,
           config_file: Path | None, confirm: bool, fail_on_regression: bool,
-          memory_limit_mb: float | None, resume: bool) -> None:
+          memory_limit_mb: float | None, slo_ms: float | None, slo_percentile: float | None,
+          target_rps: float | None, resume: bool) -> None:
     """Run every study, store the results in data/, render the pages and build the site."""
     from profiler.build import (
         Workspace,
@@ -93,7 +100,9 @@ def build(model: str | None, device: str | None, corpus: str | None, batch_sizes
         "trust_remote_code": trust_remote_code,
         "request_size": parse_int("request size", request_size),
         "token_budget": parse_int("token budget", token_budget),
-        "memory_limit_mb": memory_limit_mb}
+        "memory_limit_mb": memory_limit_mb,
+        "serving": {key: value for key, value in (("slo_ms", slo_ms), ("target_rps", target_rps),
+                    ("slo_percentile", slo_percentile)) if value is not None} or None}
     workspace = Workspace(Path.cwd())
     workspace.check()
     if resume and (config_file or any(v not in (None, False) for v in cli_values.values())):

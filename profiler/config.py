@@ -23,7 +23,9 @@ DEFAULT_BATCH_SIZES = (8, 16, 32, 64, 128, 256)
 DEFAULT_TEXT_LENGTHS = (10, 50, 100, 256, 512, 1024)
 WORKLOADS = ("bulk", "stream", "query")
 # the registry (profiler.studies) and the variants (profiler.backends.variants) assert they match
-STUDY_NAMES = ("batch_size", "text_length", "memory", "leak", "stages", "optimizations")
+STUDY_NAMES = ("batch_size", "text_length", "memory", "leak", "stages", "optimizations",
+               "serving")
+BATCHERS = ("dynamic", "token_budget", "sort_window")  # profiler.serving.batchers asserts it
 EXPERIMENTS = ("fp32", "bf16", "fp16", "torch_int8", "onnx", "onnx_int8", "openvino", "threads",
                "max_seq", "compile")
 MIN_REQUEST_TEXTS = 1000  # a default request: the whole corpus, cycled up to this many texts
@@ -76,6 +78,72 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class Serving:
+    """The serving study: the latency target, the load, and the batcher settings searched."""
+
+    slo_ms: float = 100.0  # the latency target ...
+    slo_percentile: float = 95.0  # ... that this percentile of requests must meet
+    target_rps: float = 1000.0  # the load the fleet plan sizes replicas for
+    request_texts: tuple[int, int] = (1, 1)  # each request carries between these many texts
+    batchers: tuple[str, ...] = BATCHERS  # --quick: the first only, on a coarse search
+    max_batch: tuple[int, ...] = (8, 32)  # texts a dynamic batch holds (x max_wait_ms) ...
+    max_wait_ms: tuple[float, ...] = (5.0,)
+    token_budgets: tuple[int, ...] = (2048,)  # padded tokens a token_budget batch may hold
+    windows: tuple[int, ...] = (4,)  # ... and batches' worth a sort_window sorts (largest batch)
+    resolution: float = 0.1  # the capacity search stops when the bracket is this narrow
+    min_run_s: float = 1.5  # each run at one rate lasts at least this long ...
+    max_run_s: float = 8.0  # ... and is extended up to this when too short to judge
+    queue_limit: int = 1000  # requests queued past this are dropped (and counted)
+    tolerance: float = 0.2  # a simulation further than this from the measurement is not trusted
+
+    def __post_init__(self) -> None:
+        for name in ("slo_ms", "target_rps", "min_run_s", "max_run_s"):
+            if not _is_number(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ProfilerError(f"serving.{name} must be a number > 0, got "
+                                    f"{getattr(self, name)!r}")
+        if not _is_number(self.slo_percentile) or not 0 < self.slo_percentile < 100:
+            raise ProfilerError(f"serving.slo_percentile must be in (0, 100), got "
+                                f"{self.slo_percentile!r}")
+        for name in ("resolution", "tolerance"):
+            if not _is_number(getattr(self, name)) or not 0 < getattr(self, name) < 1:
+                raise ProfilerError(f"serving.{name} must be a fraction in (0, 1), got "
+                                    f"{getattr(self, name)!r}")
+        if self.max_run_s < self.min_run_s:
+            raise ProfilerError("serving.max_run_s must be at least serving.min_run_s")
+        _require_int("serving.queue_limit", self.queue_limit, minimum=1)
+        texts = self.request_texts
+        if len(texts) != 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
+                                  for n in texts) or texts[0] > texts[1]:
+            raise ProfilerError(f"serving.request_texts must be [least, most] texts per "
+                                f"request, 1 <= least <= most, got {list(texts)}")
+        if not self.batchers:
+            raise ProfilerError("serving.batchers must name at least one batcher")
+        for name in self.batchers:
+            if name not in BATCHERS:
+                raise ProfilerError(f"unknown batcher {name!r}; choose from "
+                                    f"{', '.join(BATCHERS)}")
+        for name in ("max_batch", "token_budgets", "windows"):
+            _require_distinct_ints(f"serving.{name} value", getattr(self, name))
+        if not self.max_wait_ms or any(not _is_number(w) or w < 0 for w in self.max_wait_ms):
+            raise ProfilerError(f"serving.max_wait_ms must be a list of numbers >= 0, got "
+                                f"{list(self.max_wait_ms)}")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Serving:
+        """Read the [serving] table."""
+        if not isinstance(data, dict):
+            raise ProfilerError("serving must be a table of settings")
+        _reject_unknown(data, {f.name for f in dataclasses.fields(cls)}, "serving.")
+        values: dict[str, Any] = {key: tuple(_as_list(f"serving.{key}", value))
+                                  if key in SERVING_LISTS else value for key, value in data.items()}
+        return cls(**values)
+
+
+SERVING_LISTS = ("request_texts", "batchers", "max_batch", "max_wait_ms", "token_budgets",
+                 "windows")
+
+
+@dataclass(frozen=True)
 class Settings(Record):
     """Everything a build needs to know; saved with every run."""
 
@@ -110,6 +178,7 @@ class Settings(Record):
     max_cv: float = 0.10  # a configuration whose samples spread more is too noisy to claim on
     min_samples: int = 2  # ... or that has fewer; --quick times 2 passes per configuration
     timing: Timing = field(default_factory=Timing)
+    serving: Serving = field(default_factory=Serving)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -180,13 +249,19 @@ class Settings(Record):
         for key in ("studies", "batch_sizes", "text_lengths", "experiments"):
             if key in data:
                 data[key] = tuple(_as_list(key, data[key]))
-        return cls(**data, timing=Timing(**timing))
+        serving = Serving.from_dict(data.pop("serving", {}))
+        return cls(**data, timing=Timing(**timing), serving=serving)
 
 
 def load_settings(cli: dict[str, Any], root: Path, config_file: Path | None = None) -> Settings:
     """Merge defaults, the config file and CLI flags (highest wins) into validated settings."""
     merged = read_config_file(config_file, root)
-    merged.update({key: value for key, value in cli.items() if value is not None})
+    serving = cli.get("serving") or {}
+    merged.update({key: value for key, value in cli.items()
+                   if value is not None and key != "serving"})
+    if serving:  # --slo-ms and friends override single keys of the file's [serving] table
+        table = merged.get("serving", {})
+        merged["serving"] = {**table, **serving} if isinstance(table, dict) else table
     if merged.get("quick"):
         Settings.from_dict(merged)  # the file's own [timing] must still be valid
         merged["timing"] = dataclasses.asdict(QUICK_TIMING)

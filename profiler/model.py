@@ -157,7 +157,8 @@ def check_remote_code(source: ModelSource, trusted: bool) -> None:
                             "--trust-remote-code if you trust it")
 
 
-def check_token_budget(source: ModelSource, texts: list[str], budget: int) -> None:
+def check_token_budget(source: ModelSource, texts: list[str], budget: int,
+                       name: str = "token_budget") -> None:
     """Refuse a token budget that cannot hold the longest text (as the model cuts it)."""
     from transformers import AutoTokenizer
 
@@ -173,7 +174,7 @@ def check_token_budget(source: ModelSource, texts: list[str], budget: int) -> No
     longest = max(len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"])
     longest = min(longest, *limits) if limits else longest
     if budget < longest:
-        raise ProfilerError(f"token_budget {budget} is smaller than the longest text "
+        raise ProfilerError(f"{name} {budget} is smaller than the longest text "
                             f"({longest} tokens); give at least {longest}")
 
 

@@ -75,9 +75,9 @@ class RunDir:
         path = self.file(name)
         return require(path, read_json(path), *fields)
 
-    def read_study(self, study: str, *fields: str) -> dict[str, Any]:
+    def read_study(self, study: str, *fields: str, partial: bool = False) -> dict[str, Any]:
         """A study's result file, migrated; ProfilerError names it if it lacks a field."""
-        path = self.study_path(study)
+        path = self.study_path(study, partial)
         return require(path, read_json(path), *fields)
 
     def write(self, name: str, payload: dict[str, Any]) -> None:

@@ -105,6 +105,13 @@ batch_sizes = [2, 4, 8]
 text_lengths = [10, 100, 400]
 length_batch_size = 4
 request_size = 48
+[serving]
+min_run_s = 0.2
+max_run_s = 0.5
+batchers = ["dynamic", "sort_window"]
+max_batch = [4]
+resolution = 0.3
+target_rps = 300
 [timing]
 warmup_repeats = 1
 min_time_s = 0.0

@@ -25,7 +25,7 @@ from helpers import run_cli, run_profiler
 from profiler.storage import SCHEMA_VERSION, write_json
 
 RUN_A, RUN_B = "20260101T000000Z", "20260102T000000Z"
-STUDIES = "batch_size, text_length, memory, leak, stages, optimizations"
+STUDIES = "batch_size, text_length, memory, leak, stages, optimizations, serving"
 EXPERIMENTS = "fp32, bf16, fp16, torch_int8, onnx, onnx_int8, openvino, threads, max_seq, compile"
 REMOTE_CODE = ("error: model custom-model runs custom code (config.json maps its classes to the "
                "model's own code); pass --trust-remote-code if you trust it")
@@ -212,6 +212,12 @@ CASES: list[tuple[str, Setup, tuple[str, ...], str, int]] = [
      "error: memory_budget_mb must be a number > 0, got -1.0", 1),
     ("flag-token-budget-word", nothing, build("--token-budget", "abc"),
      "error: token budget must be a positive integer, got 'abc'", 1),
+    ("flag-slo-ms-zero", nothing, build("--slo-ms", "0"),
+     "error: serving.slo_ms must be a number > 0, got 0.0", 1),
+    ("flag-slo-percentile-100", nothing, build("--slo-percentile", "100"),
+     "error: serving.slo_percentile must be in (0, 100), got 100.0", 1),
+    ("flag-target-rps-negative", nothing, build("--target-rps", "-5"),
+     "error: serving.target_rps must be a number > 0, got -5.0", 1),
     ("flag-unknown-option", nothing, build("--frobnicate"),
      "error: No such option '--frobnicate'.", 2),
     ("command-unknown", nothing, ("frobnicate",), "error: No such command 'frobnicate'.", 2),
@@ -239,6 +245,16 @@ CASES: list[tuple[str, Setup, tuple[str, ...], str, int]] = [
      "error: timing.min_repeats must be a positive integer, got 0", 1),
     ("toml-margin-above-1", put("profiler.toml", "[margins]\ndefault = 1.5\n"), build(),
      "error: margins.default must be a fraction in (0, 1), got 1.5", 1),
+    ("toml-serving-empty-grid", put("profiler.toml", "[serving]\nmax_batch = []\n"), build(),
+     "error: give at least one serving.max_batch value", 1),
+    ("toml-serving-no-batcher", put("profiler.toml", "[serving]\nbatchers = []\n"), build(),
+     "error: serving.batchers must name at least one batcher", 1),
+    ("toml-serving-unknown-batcher", put("profiler.toml", "[serving]\nbatchers = ['lifo']\n"),
+     build(), "error: unknown batcher 'lifo'; choose from dynamic, token_budget, sort_window", 1),
+    ("toml-serving-token-budget-below-longest-text",
+     put("profiler.toml", "[serving]\ntoken_budgets = [8]\n"), build(),
+     "error: serving.token_budgets value 8 is smaller than the longest text (65 tokens); "
+     "give at least 65", 1),
     ("pyproject-unknown-key", put("pyproject.toml", "[tool.profiler]\nbatch_size = 8\n"),
      build(), "error: unknown setting 'batch_size'", 1),
     ("project-without-mkdocs-yml", remove("mkdocs.yml"), build(),

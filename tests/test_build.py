@@ -263,3 +263,42 @@ def test_failing_scalene_falls_back_to_a_plain_run(tiny_project: Path, tiny_mode
     assert study["scalene"]["status"] == "failed"
     assert "cannot start" in study["scalene"]["reason"]
     assert study["result"]["points"]  # measured all the same, without the profiler
+
+
+@SHARED
+def test_serving_page_shows_every_capacity_and_the_fleet(bulk_build: Path) -> None:
+    run_dir = (bulk_build / "data" / "latest").resolve()
+    result = json.loads((run_dir / "serving.json").read_text())["result"]
+    page = read_page(bulk_build / "site" / "report" / "serving" / "index.html")
+
+    rows = table_by_header(page, "Configuration", "Capacity (requests/s)")
+    settings = [(c["title"], s) for c in result["configs"] for s in c["settings"]]
+    assert [s["batcher"] for _, s in settings if _ == result["configs"][0]["title"]] == [
+        "dynamic", "sort_window"]  # the tiny settings' grid, searched in its order
+    assert len(rows) == len(settings)
+    for row, (title, setting) in zip(rows, settings, strict=True):
+        assert row["Configuration"] == title
+        assert row["Batcher setting"].startswith(setting["label"])
+        assert row["Capacity (requests/s)"] == fmt(setting["capacity"]["rate_rps"])
+        assert row["Runs"] == str(len(setting["capacity"]["runs"]))
+
+    load = table_by_header(page, "Batcher", "Queue (ms)")
+    assert len(load) == sum(len(c["points"]) for c in result["curves"])
+    fleet = {r["Load balancing"]: r for r in table_by_header(page, "Load balancing", "p95")}
+    for plan in result["fleet"]:
+        name = "join the shortest queue" if plan["balance"] == "jsq" else "random"
+        assert fleet[name][next(k for k in fleet[name] if k.startswith("Replicas"))] == (
+            str(plan["replicas"]) if plan["replicas"] else "none found")
+    assert len(page.specs) == 5  # capacity, latency against load, queue/compute, simulated, fleet
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    home = read_page(bulk_build / "site" / "index.html")
+    assert f"{fmt(summary['studies']['serving']['capacity_rps'])} requests/s" in home.text
+    rows_csv = list(csv.DictReader((bulk_build / "site" / "report" / "files" / "serving.csv")
+                                   .read_text(encoding="utf-8").splitlines()))
+    runs = sum(len(s["capacity"]["runs"]) for _, s in settings)
+    assert sum(r["phase"] == "capacity search" for r in rows_csv) == runs
+    history = json.loads((bulk_build / "data" / "history.json").read_text())
+    metrics = {m["name"]: m for m in history["runs"][-1]["metrics"]}
+    assert metrics["capacity_rps"]["direction"] == "higher"
+    assert metrics["capacity_rps"]["samples"] == [summary["studies"]["serving"]["capacity_rps"]]

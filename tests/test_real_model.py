@@ -49,7 +49,8 @@ def test_quick_build_on_the_real_model(project: Path, vega_bundle: Path) -> None
         vega_bundle.read_bytes())
 
     done = run_profiler("build", "--quick", "--corpus", "small.txt", "--batch-sizes", "8,64",
-                        "--request-size", str(REQUEST), "--experiment", "bf16", cwd=project)
+                        "--request-size", str(REQUEST), "--experiment", "bf16",
+                        "--slo-ms", "500", "--target-rps", "200", cwd=project)
     assert done.returncode == 0, done.stderr[-2000:]
 
     run_dir = (project / "data" / "latest").resolve()
@@ -153,3 +154,28 @@ def test_quick_build_on_the_real_model(project: Path, vega_bundle: Path) -> None
     assert best_configuration is not None  # fp32 itself keeps quality, at the least
     assert headline["Best configuration that keeps quality (bulk)"].startswith(
         best_configuration["title"])
+
+    serving = json.loads((run_dir / "serving.json").read_text())["result"]
+    assert serving["slo"] == {"target_ms": 500.0, "percentile": 95.0} and serving["quick"]
+    assert serving["min_requests"] == 90  # LoadGen's early-stopping count at p95, none late
+    fp32 = serving["configs"][0]
+    assert fp32["name"] == "fp32" and len(fp32["settings"]) == 1  # --quick: one setting
+    capacity = fp32["settings"][0]["capacity"]
+    assert capacity["rate_rps"] > 0 and capacity["failed_rps"] > capacity["rate_rps"]
+    passed = [r for r in capacity["runs"] if r["verdict"] == "pass"]
+    assert passed and all(r["requests"] >= 90 and r["latency_ms"]["slo"] <= 500 for r in passed)
+    assert max(r["rate_rps"] for r in passed) == capacity["rate_rps"]
+    for point in serving["curves"][0]["points"]:  # latency against load: every field there
+        assert set(point) >= {"latency_ms", "queue_ms_mean", "compute_ms_mean", "busy_share",
+                              "batch_texts", "padding_share", "dropped", "verdict"}
+    model = serving["service_model"]
+    assert model["batches"] > 0 and model["fixed_s"] + model["per_token_s"] > 0
+    prediction = serving["prediction"]
+    assert prediction["predicted_rps"] > 0 and prediction["error"] is not None
+    assert {f["balance"] for f in serving["fleet"]} == {"random", "jsq"}
+    serving_headline = summary["studies"]["serving"]
+    assert serving_headline["capacity_rps"] == capacity["rate_rps"]
+    if best_configuration["name"] == "bf16" and best_configuration["beats_plain"]:
+        assert serving["configs"][1]["name"] == "bf16"  # the best change, served
+    page = (project / "docs" / "report" / "serving.md").read_text(encoding="utf-8")
+    assert f"{capacity['rate_rps']:,.0f} requests/s at p95 ≤ 500 ms" in page

@@ -258,6 +258,109 @@ def efficiency_chart(result: dict[str, Any]) -> Any:
     return chart.properties(width=WIDTH, height=max(HEIGHT, 30 * len(rows)))
 
 
+def serving_charts(result: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Capacity per setting; latency, queueing and batches against load; prediction; fleet."""
+    slo = result["slo"]
+    target = f"p{slo['percentile']:g} ≤ {slo['target_ms']:g} ms"
+    return [(f"Capacity at {target} per batcher setting", capacity_chart(result)),
+            ("Latency against offered load (best setting of each batcher; dashed: the target)",
+             load_latency_chart(result)),
+            ("Where a request's time goes: queueing and computing, against load",
+             queue_compute_chart(result)),
+            (f"Simulated against measured p{slo['percentile']:g} latency",
+             prediction_chart(result)),
+            (f"p{slo['percentile']:g} latency of the planned fleet against load",
+             fleet_chart(result))]
+
+
+def capacity_chart(result: dict[str, Any]) -> Any:
+    """Highest passing rate per configuration and setting; unconfirmed ones hatched lighter."""
+    rows = [{"setting": f"{c['name']}: {s['label']}", "capacity": s["capacity"]["rate_rps"],
+             "confirmed": "confirmed" if s["capacity"]["confirmed"] else "not confirmed",
+             "failed": s["capacity"]["failed_rps"]}
+            for c in result["configs"] for s in c["settings"]]
+    chart = alt.Chart(alt.Data(values=rows)).mark_bar().encode(
+        y=alt.Y("setting:N", sort="-x", title=None),
+        x=alt.X("capacity:Q", title="Requests/s within the latency target"),
+        opacity=alt.Opacity("confirmed:N", scale=alt.Scale(domain=["confirmed", "not confirmed"],
+                                                           range=[1.0, 0.45]), title=None),
+        tooltip=["setting:N", alt.Tooltip("capacity:Q", format=",.1f"), "confirmed:N",
+                 alt.Tooltip("failed:Q", format=",.1f", title="lowest failing rate")])
+    return chart.properties(width=WIDTH, height=max(HEIGHT // 2, 34 * len(rows)))
+
+
+def _curve_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"batcher": c["label"], "rate": p["rate_rps"], "percentile": name,
+             "latency_ms": p["latency_ms"][name], "queue_ms": p["queue_ms_mean"],
+             "compute_ms": p["compute_ms_mean"], "batch": p["batch_texts_mean"],
+             "busy_pct": 100 * p["busy_share"], "dropped": p["dropped"], "verdict": p["verdict"]}
+            for c in result["curves"] for p in c["points"] for name in ("p50", "p95", "p99")]
+
+
+def _target_rule(result: dict[str, Any]) -> Any:
+    return alt.Chart(alt.Data(values=[{"target": result["slo"]["target_ms"]}])).mark_rule(
+        strokeDash=[6, 4], color="#d62728").encode(y="target:Q")
+
+
+def load_latency_chart(result: dict[str, Any]) -> Any:
+    """p50/p95/p99 latency against offered load: the hockey stick."""
+    chart = alt.Chart(alt.Data(values=_curve_rows(result))).mark_line(point=True).encode(
+        x=alt.X("rate:Q", title="Offered load (requests/s)"),
+        y=alt.Y("latency_ms:Q", scale=alt.Scale(type="log"), title="Latency (ms)"),
+        color=alt.Color("batcher:N", title="Batcher"),
+        strokeDash=alt.StrokeDash("percentile:N", title="Percentile"),
+        tooltip=["batcher:N", "percentile:N", alt.Tooltip("rate:Q", format=",.1f"),
+                 alt.Tooltip("latency_ms:Q", format=",.1f"), alt.Tooltip("batch:Q", format=".2f",
+                                                                         title="texts per batch"),
+                 alt.Tooltip("busy_pct:Q", format=".0f", title="worker busy %"), "dropped:Q",
+                 "verdict:N"])
+    return _sized(chart + _target_rule(result))
+
+
+def queue_compute_chart(result: dict[str, Any]) -> Any:
+    """Mean queueing and computing time per request at each load, for the best setting."""
+    best = result["curves"][0]
+    rows = [{"rate": round(p["rate_rps"], 1), "part": part, "ms": p[f"{part}_ms_mean"],
+             "batch": p["batch_texts_mean"]}
+            for p in best["points"] for part in ("queue", "compute")]
+    chart = alt.Chart(alt.Data(values=rows)).mark_bar().encode(
+        x=alt.X("rate:O", title=f"Offered load (requests/s), {best['label']}"),
+        y=alt.Y("ms:Q", stack="zero", title="Mean time per request (ms)"),
+        color=alt.Color("part:N", title="Time"),
+        tooltip=["rate:O", "part:N", alt.Tooltip("ms:Q", format=",.1f"),
+                 alt.Tooltip("batch:Q", format=".2f", title="texts per batch")])
+    return _sized(chart)
+
+
+def prediction_chart(result: dict[str, Any]) -> Any:
+    """The simulation's percentile latency beside the measured one, at the measured loads."""
+    rows = [{"rate": p["rate_rps"], "source": source, "latency_ms": p[f"{source}_ms"]}
+            for p in result["prediction"]["curve"] for source in ("measured", "predicted")]
+    chart = alt.Chart(alt.Data(values=rows)).mark_line(point=True).encode(
+        x=alt.X("rate:Q", title="Offered load (requests/s)"),
+        y=alt.Y("latency_ms:Q", scale=alt.Scale(type="log"), title="Latency (ms)"),
+        color=alt.Color("source:N", title=None),
+        tooltip=["source:N", alt.Tooltip("rate:Q", format=",.1f"),
+                 alt.Tooltip("latency_ms:Q", format=",.1f")])
+    return _sized(chart + _target_rule(result))
+
+
+def fleet_chart(result: dict[str, Any]) -> Any:
+    """Simulated latency of the planned replicas from half to 1.25x the target load."""
+    rows = [{"balance": f"{f['balance']} ({f['replicas']} replicas)", "rate": p["rate_rps"],
+             "percentile": name, "latency_ms": p[name]}
+            for f in result["fleet"] if f["replicas"] for p in f["curve"]
+            for name in ("p50", "p95", "p99")]
+    chart = alt.Chart(alt.Data(values=rows)).mark_line(point=True).encode(
+        x=alt.X("rate:Q", title="Offered load (requests/s)"),
+        y=alt.Y("latency_ms:Q", scale=alt.Scale(type="log"), title="Latency (ms)"),
+        color=alt.Color("balance:N", title="Load balancing"),
+        strokeDash=alt.StrokeDash("percentile:N", title="Percentile"),
+        tooltip=["balance:N", "percentile:N", alt.Tooltip("rate:Q", format=",.0f"),
+                 alt.Tooltip("latency_ms:Q", format=",.1f")])
+    return _sized(chart + _target_rule(result))
+
+
 def _sized(chart: Any) -> Any:
     return chart.properties(width=WIDTH, height=HEIGHT)
 
@@ -269,4 +372,5 @@ CHARTS: dict[str, Callable[[dict[str, Any]], list[tuple[str, Any]]]] = {
     "leak": leak_charts,
     "stages": stages_charts,
     "optimizations": optimizations_charts,
+    "serving": serving_charts,
 }

@@ -17,9 +17,23 @@ def study_rows(name: str, result: dict[str, Any]) -> list[dict[str, Any]]:
     elif name == "leak":
         rows = [{"iteration": i + 1, "rss_mb": mb, "steady": i >= result.get("steady_from", 0)}
                 for i, mb in enumerate(result.get("rss_mb", []))]
+    elif name == "serving":
+        rows = serving_rows(result)
     else:
         rows = result.get("points", [])
     return [flatten(row) for row in rows]
+
+
+def serving_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every run the serving study made: the capacity searches', then the load curves'."""
+    searched = [{"phase": "capacity search", "configuration": config["name"],
+                 "setting": setting["label"], **run}
+                for config in result.get("configs", []) for setting in config["settings"]
+                for run in setting["capacity"]["runs"]]
+    loads = [{"phase": "latency against load", "configuration": "fp32",
+              "setting": curve["label"], **point}
+             for curve in result.get("curves", []) for point in curve["points"]]
+    return searched + loads
 
 
 def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:

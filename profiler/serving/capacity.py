@@ -1,0 +1,101 @@
+"""The highest arrival rate whose latency percentile stays within its target, found the way
+MLPerf LoadGen finds it: from a rate that passes, double until a run fails, bisect to a stated
+resolution, and confirm the answer with one more run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from profiler.serving.engine import Trial
+from profiler.serving.load import min_queries
+from profiler.storage import Record
+
+Run = Callable[[float, int], Trial]  # (rate per second, requests) -> its trial
+MAX_DOUBLINGS = 12
+EXTEND_TO = 4  # an undecided run may grow to this many times the early-stopping count
+
+
+@dataclass(frozen=True)
+class Capacity(Record):
+    """A capacity and the runs that found it."""
+
+    rate_rps: float  # the highest rate that passed; 0 when none did
+    confirmed: bool  # a further run at that rate passed too
+    failed_rps: float | None  # the lowest rate that failed, above it
+    resolution: float
+    runs: tuple[Trial, ...]
+
+    def describe(self, percentile: float, target_ms: float) -> str:
+        """`312 requests/s at p95 ≤ 100 ms (confirmed)`."""
+        if not self.rate_rps:
+            return (f"no rate down to {self.failed_rps or 0:,.1f} requests/s kept p{percentile:g} "
+                    f"≤ {target_ms:g} ms")
+        state = "confirmed" if self.confirmed else "not confirmed"
+        return f"{self.rate_rps:,.0f} requests/s at p{percentile:g} ≤ {target_ms:g} ms ({state})"
+
+
+@dataclass
+class Search:
+    """How to run one rate: at least `min_requests` requests (the early-stopping count with none
+    beyond the target) and `min_run_s`; a run too short to judge grows up to `max_run_s`."""
+
+    run: Run
+    min_run_s: float
+    max_run_s: float
+    percentile: float
+
+    @property
+    def floor_rps(self) -> float:
+        """The slowest rate searched: below it, the fewest requests a run needs would take
+        longer than the longest run allowed (EXTEND_TO x max_run_s)."""
+        return min_queries(self.percentile, 0) / (EXTEND_TO * self.max_run_s)
+
+    def trial(self, rate: float) -> list[Trial]:
+        """Run `rate`; a run too short to judge is run again, as long as a run may be."""
+        count = max(min_queries(self.percentile, 0), math.ceil(rate * self.min_run_s))
+        trials = [self.run(rate, count)]
+        # a slow rate may take longer than max_run_s to reach a few misses' worth of requests
+        cap = max(math.ceil(rate * self.max_run_s), EXTEND_TO * min_queries(self.percentile, 0))
+        if trials[-1].verdict == "short" and count < cap:  # once, as long as it may be
+            trials.append(self.run(rate, cap))
+        return trials
+
+
+def find_capacity(search: Search, start_rps: float, resolution: float,
+                  on_trial: Callable[[Trial], None] = lambda t: None) -> Capacity:
+    """Search the capacity from `start_rps`; every run is kept in the result."""
+    runs: list[Trial] = []
+
+    def passes(rate: float) -> bool:
+        trials = search.trial(rate)
+        runs.extend(trials)
+        for trial in trials:
+            on_trial(trial)
+        return trials[-1].verdict == "pass"
+
+    low, high = max(start_rps, search.floor_rps), None
+    while not passes(low):
+        high, low = low, low / 2
+        if low < search.floor_rps:  # none passed: the capacity is below the slowest rate
+            return Capacity(0.0, False, high, resolution, tuple(runs))
+    for _ in range(MAX_DOUBLINGS):
+        if high is not None:
+            break
+        if passes(2 * low):
+            low *= 2
+        else:
+            high = 2 * low
+    assert high is not None, "the service passed at every rate tried"
+    while high / low - 1 > resolution:
+        middle = math.sqrt(low * high)  # halves the ratio's log: the relative step
+        if passes(middle):
+            low = middle
+        else:
+            high = middle
+    confirmed = passes(low)
+    if not confirmed:  # the answer sat on the edge: one step down, confirmed or said not to be
+        high, low = low, low / (1 + resolution)
+        confirmed = passes(low)
+    return Capacity(low, confirmed, high, resolution, tuple(runs))

@@ -1,0 +1,337 @@
+"""Serving study: the request rate one replica sustains within a latency target, per batcher.
+
+Requests arrive open-loop (a seeded Poisson schedule computed before each run) and are served
+by a worker thread that owns the model, batched by each batcher setting on the grid; latency
+counts from the scheduled arrival. For each setting the capacity at the target is searched as
+MLPerf LoadGen searches it (profiler/serving/capacity.py). The best setting of each batcher is
+then run from light load to past capacity. A service-time model fitted to every batch served
+drives a simulation that is checked against the measured capacity before it sizes a fleet.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from profiler.config import Serving
+from profiler.measure.metrics import Metric, metric
+from profiler.rundir import RunDir
+from profiler.serving.batchers import Batch, make, padded_tokens
+from profiler.serving.capacity import Capacity, Search, find_capacity
+from profiler.serving.engine import Log, ServiceModel, Slo, Trial, serve
+from profiler.serving.load import Request, min_queries, poisson_schedule
+from profiler.serving.plan import BALANCES, Simulator, replicas_for
+from profiler.studies.base import Study, StudyContext, emit
+from profiler.workloads import Encode, model_encode, token_counts
+
+QUICK_RESOLUTION = 0.25
+QUICK_RUN_S = 1.0
+LOADS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)  # of capacity: latency against load, ...
+QUICK_LOADS = (0.5,)  # --quick: the search's own runs, and one at light load
+START_SHARE = 0.5  # of the capacity the calibration batches predict: where the search starts
+NEAR = 0.15  # ... where the search ran no rate this near
+CALIBRATION_REPEATS = 3
+Setting = tuple[str, dict[str, Any]]  # a batcher's kind and its parameters
+
+
+def grid_of(serving: Serving, quick: bool) -> list[Setting]:
+    """Every batcher setting to search; --quick: the first batcher, its largest batch only."""
+    waits, sizes = serving.max_wait_ms, serving.max_batch
+    if quick:
+        waits, sizes = waits[:1], (max(sizes),)
+    found: list[Setting] = []
+    for kind in serving.batchers[:1] if quick else serving.batchers:
+        if kind == "dynamic":
+            found += [(kind, {"max_batch": b, "max_wait_ms": w}) for b in sizes for w in waits]
+        elif kind == "token_budget":
+            budgets = (max(serving.token_budgets),) if quick else serving.token_budgets
+            found += [(kind, {"max_tokens": t}) for t in budgets]
+        else:
+            found += [(kind, {"max_batch": max(sizes), "window": k, "max_wait_ms": waits[0]})
+                      for k in serving.windows]
+    return found
+
+
+@dataclass
+class Bench:
+    """One configuration being served: its compute function and every batch it served."""
+
+    name: str
+    title: str
+    compute: Callable[[Batch], Any]
+    serving: Serving
+    slo: Slo
+    tokens: list[int]
+    min_run_s: float
+    batches: list[tuple[int, int, float]] = field(default_factory=list)
+    seed: int = 0
+
+    def run(self, kind: str, params: dict[str, Any], rate: float, count: int) -> Trial:
+        """Serve `count` requests arriving at `rate` in a worker thread that owns the model."""
+        self.seed += 1
+        requests = poisson_schedule(rate, count, self.tokens, self.serving.request_texts,
+                                    self.seed)
+        out: dict[str, tuple[Trial, Log]] = {}
+        worker = threading.Thread(target=lambda: out.update(done=serve(
+            requests, make(kind, params), self.compute, self.slo, rate,
+            queue_limit=self.serving.queue_limit, text_tokens=self.tokens.__getitem__)),
+            name="serving-worker", daemon=True)
+        worker.start()
+        worker.join()
+        if "done" not in out:
+            raise RuntimeError("the serving worker stopped without a result (see the log)")
+        trial, log = out["done"]
+        self.batches.extend(log.batches)
+        return trial
+
+    def search(self, kind: str, params: dict[str, Any], max_run_s: float) -> Search:
+        """The capacity search's way to run one rate with this setting."""
+        return Search(lambda rate, count: self.run(kind, params, rate, count),
+                      self.min_run_s, max_run_s, self.slo.percentile)
+
+    def requests(self, rate: float) -> int:
+        """A run's requests at `rate`: the early-stopping count, and at least min_run_s."""
+        return max(min_queries(self.slo.percentile, 0), math.ceil(rate * self.min_run_s))
+
+
+class ServingStudy(Study):
+    """Capacity at a latency target per batcher, latency against load, and a fleet plan."""
+
+    NAME = "serving"
+    TITLE = "Serving capacity"
+
+    def run(self, ctx: StudyContext) -> dict[str, Any]:
+        """Search capacities for fp32 and the best configuration; simulate; plan the fleet."""
+        serving, quick = ctx.settings.serving, ctx.settings.quick
+        slo = Slo(serving.slo_ms, serving.slo_percentile)
+        tokens = token_counts(ctx.model, ctx.texts, ctx.info.max_seq_length)
+        grid = grid_of(serving, quick)
+        resolution = QUICK_RESOLUTION if quick else serving.resolution
+        run_s = QUICK_RUN_S if quick else serving.min_run_s
+        fp32 = Bench("fp32", "fp32 (plain model.encode)", _computer(ctx, model_encode(ctx.model)),
+                     serving, slo, tokens, run_s)
+        start = start_rps(fp32, grid[0], resolution)
+        searched = search_grid(fp32, grid, resolution, serving, start)
+        best = max(range(len(grid)), key=lambda i: searched[i].rate_rps)
+        curves = [load_curve(fp32, grid[i], searched[i], QUICK_LOADS if quick else LOADS)
+                  for i in best_per_batcher(grid, searched)]
+        rate, measured = max(searched[best].rate_rps, 1.0), list(fp32.batches)
+        with ctx.profiling.on():  # Scalene's view of serving: one more run at capacity,
+            fp32.run(*grid[best], rate, fp32.requests(rate))  # slowed by it: not fitted
+        service = ServiceModel.fit(measured)
+        configs = [config_entry(fp32, grid, searched, best)]
+        alternative = best_variant(ctx)
+        if alternative is not None:
+            configs.append(serve_variant(ctx, alternative, grid[best], searched[best],
+                                         resolution, slo, tokens, run_s))
+        simulator = simulator_of(fp32, grid[best], service)
+        prediction = predict(simulator, fp32.search(*grid[best], serving.max_run_s),
+                             searched[best], curves, grid[best], resolution, serving.tolerance)
+        fleet = [replicas_for(simulator, serving.target_rps, prediction["predicted_rps"],
+                              balance).to_dict() for balance in BALANCES]
+        return {"slo": {"target_ms": slo.target_ms, "percentile": slo.percentile},
+                "request_texts": list(serving.request_texts), "quick": quick,
+                "resolution": resolution, "min_run_s": run_s,
+                "min_requests": min_queries(slo.percentile, 0),
+                "search": ("one batcher, its largest batch, a coarse search (--quick)" if quick
+                           else f"{len(grid)} batcher settings"),
+                "configs": configs, "curves": curves, "service_model": service.to_dict(),
+                "prediction": prediction, "target_rps": serving.target_rps, "fleet": fleet}
+
+    @staticmethod
+    def headline(result: dict[str, Any]) -> dict[str, Any]:
+        """fp32's capacity at the target with its best batcher; the best configuration's."""
+        slo = result["slo"]
+        base = result["configs"][0]
+        top = base["settings"][base["best"]]
+        capacity = Capacity.from_dict(top["capacity"])
+        other = result["configs"][1] if len(result["configs"]) > 1 else None
+        rate = other["settings"][0]["capacity"]["rate_rps"] if other else None
+        return {"capacity_rps": capacity.rate_rps, "confirmed": capacity.confirmed,
+                "batcher": top["label"],
+                "described": capacity.describe(slo["percentile"], slo["target_ms"]),
+                "slo": slo,
+                "best_config": None if other is None else {
+                    "name": other["name"], "title": other["title"], "capacity_rps": rate,
+                    "gain": rate / capacity.rate_rps if rate and capacity.rate_rps else None},
+                "prediction_error": result["prediction"]["error"],
+                "trusted": result["prediction"]["trusted"],
+                "target_rps": result["target_rps"],
+                "replicas": {f["balance"]: f["replicas"] for f in result["fleet"]}}
+
+    @staticmethod
+    def metrics(result: dict[str, Any]) -> list[Metric]:
+        """Capacity at the latency target (higher is better)."""
+        slo = result["slo"]
+        base = result["configs"][0]
+        rate = base["settings"][base["best"]]["capacity"]["rate_rps"]
+        return [metric("capacity_rps", f"capacity at p{slo['percentile']:g} ≤ "
+                       f"{slo['target_ms']:g} ms", ServingStudy.NAME, "requests/s", "higher",
+                       [rate])]
+
+
+def _computer(ctx: StudyContext, encode: Encode) -> Callable[[Batch], Any]:
+    """A batch's texts through the model in one call: tokenization included."""
+    texts = ctx.texts
+
+    def compute(batch: Batch) -> Any:
+        chosen = [texts[i] for request in batch for i in request.texts]
+        return encode(chosen, len(chosen))
+    return compute
+
+
+def start_rps(bench: Bench, setting: Setting, resolution: float) -> float:
+    """A rate likely to pass: half the capacity a simulation predicts from timed batches of 1
+    to the largest batch (these batches also warm every shape the search uses)."""
+    largest = max(bench.serving.max_batch)
+    sizes = sorted({1, 2, max(1, largest // 4), max(1, largest // 2), largest})
+    for repeat in range(CALIBRATION_REPEATS + 1):
+        for size in sizes:
+            batch = one_batch(bench.tokens, size)
+            started = time.perf_counter()
+            bench.compute(batch)
+            if repeat:  # the first pass pays each shape's first-call costs: not a service time
+                bench.batches.append((size, padded_tokens(batch), time.perf_counter() - started))
+    service = ServiceModel.fit(bench.batches)
+    simulator = simulator_of(bench, setting, service)
+    guess = max(1.0, 0.5 / service.seconds(1, max(bench.tokens)))
+    predicted = find_capacity(Search(lambda rate, count: simulator.run(rate, count=count),
+                                     5.0, 60.0, bench.slo.percentile), guess, max(resolution, 0.2))
+    return max(1.0, START_SHARE * predicted.rate_rps)
+
+
+def simulator_of(bench: Bench, setting: Setting, service: ServiceModel) -> Simulator:
+    """The simulation of `bench`'s load and `setting`'s batcher with `service`."""
+    serving = bench.serving
+    return Simulator(lambda rate, count, seed: poisson_schedule(
+        rate, count, bench.tokens, serving.request_texts, seed),
+        lambda: make(*setting), service, bench.slo, serving.queue_limit, bench.tokens.__getitem__)
+
+
+def one_batch(tokens: list[int], size: int) -> Batch:
+    """A batch of one request holding the first `size` corpus texts (cycled)."""
+    picked = tuple(i % len(tokens) for i in range(size))
+    return [Request(0, 0.0, picked, max(tokens[i] for i in picked))]
+
+
+def search_grid(bench: Bench, grid: list[Setting], resolution: float, serving: Serving,
+                start: float) -> list[Capacity]:
+    """The capacity of every setting; each search starts below the best found so far."""
+    found: list[Capacity] = []
+    for index, (kind, params) in enumerate(grid):
+        label = make(kind, params).label
+        emit("config", label=f"{bench.name}: {label}", index=index, total=len(grid))
+        best = max((c.rate_rps for c in found), default=0.0)
+        capacity = find_capacity(bench.search(kind, params, serving.max_run_s),
+                                 0.6 * best if best else start, resolution, _progress)
+        found.append(capacity)
+        emit("done", label=f"{bench.name}: {label}",
+             summary=capacity.describe(bench.slo.percentile, bench.slo.target_ms))
+    return found
+
+
+def _progress(trial: Trial) -> None:
+    emit("repeat", count=1, value=f"{trial.rate_rps:,.1f} requests/s, {trial.served} served: "
+                                  f"{trial.latency_ms['slo']:,.0f} ms, {trial.verdict}")
+
+
+def best_per_batcher(grid: list[Setting], searched: list[Capacity]) -> list[int]:
+    """The index of each batcher's highest-capacity setting, best first."""
+    best: dict[str, int] = {}
+    for index, (kind, _) in enumerate(grid):
+        if kind not in best or searched[index].rate_rps > searched[best[kind]].rate_rps:
+            best[kind] = index
+    return sorted(best.values(), key=lambda i: -searched[i].rate_rps)
+
+
+def load_curve(bench: Bench, setting: Setting, capacity: Capacity,
+               loads: tuple[float, ...]) -> dict[str, Any]:
+    """Latency, queueing and batches from light load to past capacity, for one setting: the
+    search's own runs, and a run at each load in `loads` (of capacity) they did not come near."""
+    kind, params = setting
+    label = make(kind, params).label
+    rate = capacity.rate_rps or 1.0
+    points = {t.rate_rps: t for t in capacity.runs}  # a rate run again: its last, longer run
+    missing = [load * rate for load in loads
+               if not any(abs(r / (load * rate) - 1) < NEAR for r in points)]
+    emit("config", label=f"latency against load: {label}", index=0, total=1)
+    for extra in missing:
+        points[extra] = bench.run(kind, params, extra, bench.requests(extra))
+    emit("done", label=f"latency against load: {label}", summary=f"{len(points)} loads")
+    return {"batcher": kind, "params": params, "label": label, "capacity_rps": rate,
+            "points": [points[r].to_dict() for r in sorted(points)]}
+
+
+def config_entry(bench: Bench, grid: list[Setting], searched: list[Capacity],
+                 best: int) -> dict[str, Any]:
+    """One configuration's searched settings and which was best."""
+    return {"name": bench.name, "title": bench.title, "best": best,
+            "settings": [{"batcher": kind, "params": params, "label": make(kind, params).label,
+                          "capacity": capacity.to_dict()}
+                         for (kind, params), capacity in zip(grid, searched, strict=True)]}
+
+
+def best_variant(ctx: StudyContext) -> Any:
+    """The optimization study's best quality-keeping configuration in this run, if it beat
+    plain fp32; None when there is none (or the study did not run)."""
+    from profiler.analysis.recommendations import best_configuration
+    from profiler.backends.variants import variants
+
+    if ctx.run_dir is None:
+        return None
+    run = RunDir(ctx.run_dir)  # a quick build's studies share a process: theirs are partial
+    done = [p for p in (False, True) if run.study_path("optimizations", p).is_file()]
+    if not done:
+        return None
+    best = best_configuration(run.read_study("optimizations", "result",
+                                             partial=done[0])["result"])
+    if not best or best["name"].startswith("fp32") or not best["beats_plain"]:
+        return None
+    import torch
+
+    chosen = [v for v in variants(torch.get_num_threads(), "stream") if v.name == best["name"]]
+    return chosen[0] if chosen else None
+
+
+def serve_variant(ctx: StudyContext, variant: Any, setting: Setting, fp32: Capacity,
+                  resolution: float, slo: Slo, tokens: list[int], run_s: float) -> dict[str, Any]:
+    """The best configuration's capacity with fp32's best setting, searched from fp32's."""
+    with _built(ctx, variant) as encode:
+        bench = Bench(variant.name, variant.title, _computer(ctx, encode), ctx.settings.serving,
+                      slo, tokens, run_s)
+        bench.compute(one_batch(tokens, 4))  # first-call costs, outside the runs
+        found = search_grid(bench, [setting], resolution, ctx.settings.serving,
+                            max(fp32.rate_rps, 1.0))
+    return config_entry(bench, [setting], found, 0) | {"snippet": variant.snippet}
+
+
+@contextmanager
+def _built(ctx: StudyContext, variant: Any) -> Iterator[Encode]:
+    with variant.build(ctx) as encode:
+        yield encode
+
+
+def predict(simulator: Simulator, measured_with: Search, measured: Capacity,
+            curves: list[dict[str, Any]], setting: Setting, resolution: float,
+            tolerance: float) -> dict[str, Any]:
+    """The simulation's capacity and latency curve for the best setting, beside the measured:
+    searched with runs as long as the measured ones, so the two are judged alike."""
+    emit("config", label="simulation", index=0, total=1)
+    start = max(measured.rate_rps, 1.0) * START_SHARE
+    predicted = find_capacity(Search(lambda rate, count: simulator.run(rate, count=count),
+                                     measured_with.min_run_s, measured_with.max_run_s,
+                                     simulator.slo.percentile), start, resolution)
+    curve = next(c for c in curves if c["batcher"] == setting[0] and c["params"] == setting[1])
+    points = [{"rate_rps": p["rate_rps"], "measured_ms": p["latency_ms"]["slo"],
+               "predicted_ms": simulator.run(p["rate_rps"], count=p["requests"]).latency_ms["slo"]}
+              for p in curve["points"]]
+    error = predicted.rate_rps / measured.rate_rps - 1 if measured.rate_rps else None
+    emit("done", label="simulation", summary=f"predicted {predicted.rate_rps:,.0f} requests/s")
+    return {"label": curve["label"], "measured_rps": measured.rate_rps,
+            "predicted_rps": predicted.rate_rps, "error": error, "tolerance": tolerance,
+            "trusted": error is not None and abs(error) <= tolerance, "curve": points}
