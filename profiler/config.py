@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,8 +92,10 @@ class Serving:
     token_budgets: tuple[int, ...] = (2048,)  # padded tokens a token_budget batch may hold
     windows: tuple[int, ...] = (4,)  # ... and batches' worth a sort_window sorts (largest batch)
     resolution: float = 0.1  # the capacity search stops when the bracket is this narrow
-    min_run_s: float = 1.5  # each run at one rate lasts at least this long ...
-    max_run_s: float = 8.0  # ... and is extended up to this when too short to judge
+    min_run_s: float = 1.5  # a run at one rate holds about this long of arrivals (and at
+    # least the percentile's early-stopping count of requests); one too short to judge is run
+    max_run_s: float = 8.0  # again this long, or as 4x that count if longer; no rate is run
+    # whose fewest requests would take longer than 4 x max_run_s
     queue_limit: int = 1000  # requests queued past this are dropped (and counted)
     tolerance: float = 0.2  # a simulation further than this from the measurement is not trusted
 
@@ -334,7 +337,9 @@ def _require_distinct_ints(name: str, values: tuple[int, ...]) -> None:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (not a bool, NaN or infinity)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def _require_int(name: str, value: Any, minimum: int) -> None:

@@ -164,7 +164,9 @@ def test_quick_build_on_the_real_model(project: Path, vega_bundle: Path) -> None
     assert capacity["rate_rps"] > 0 and capacity["failed_rps"] > capacity["rate_rps"]
     passed = [r for r in capacity["runs"] if r["verdict"] == "pass"]
     assert passed and all(r["requests"] >= 90 and r["latency_ms"]["slo"] <= 500 for r in passed)
-    assert max(r["rate_rps"] for r in passed) == capacity["rate_rps"]
+    assert capacity["rate_rps"] in {r["rate_rps"] for r in passed}  # a rate that passed ...
+    at_capacity = [r["verdict"] for r in capacity["runs"] if r["rate_rps"] == capacity["rate_rps"]]
+    assert not capacity["confirmed"] or at_capacity[-2:] == ["pass", "pass"]  # ... and again
     for point in serving["curves"][0]["points"]:  # latency against load: every field there
         assert set(point) >= {"latency_ms", "queue_ms_mean", "compute_ms_mean", "busy_share",
                               "batch_texts", "padding_share", "dropped", "verdict"}
@@ -178,4 +180,4 @@ def test_quick_build_on_the_real_model(project: Path, vega_bundle: Path) -> None
     if best_configuration["name"] == "bf16" and best_configuration["beats_plain"]:
         assert serving["configs"][1]["name"] == "bf16"  # the best change, served
     page = (project / "docs" / "report" / "serving.md").read_text(encoding="utf-8")
-    assert f"{capacity['rate_rps']:,.0f} requests/s at p95 ≤ 500 ms" in page
+    assert f"{capacity['rate_rps']:,.1f} requests/s at p95 ≤ 500 ms" in page

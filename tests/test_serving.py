@@ -427,6 +427,67 @@ def test_a_server_that_always_fails_has_no_capacity() -> None:
     assert capacity.failed_rps == rates[-1]  # the lowest rate that failed: one that was run
 
 
+def scripted(rule: Callable[[float, int], str]) -> Callable[[float, int], Trial]:
+    """A server whose n-th run (from 0) at a rate gives the verdict rule(rate, n)."""
+    runs: dict[float, int] = {}
+
+    def run(rate: float, count: int) -> Trial:
+        key = round(rate, 6)
+        runs[key] = runs.get(key, -1) + 1
+        requests = poisson_schedule(rate, count, TOKENS, seed=1)
+        trial = simulate(requests, [Dynamic(1, 0)], deterministic(0.001), Slo(100, 95), rate)
+        return Trial.from_dict({**trial.to_dict(), "verdict": rule(rate, runs[key])})
+    return run
+
+
+def edge(rate: float, confirm: bool, step_down: bool) -> Callable[[float, int], str]:
+    """Passes below `rate`; at `rate`, passes once and then as `confirm` says; one step below
+    `rate` (rate / 1.1), passes as `step_down` says."""
+    def rule(at: float, nth: int) -> str:
+        if math.isclose(at, rate):
+            return "pass" if nth == 0 or confirm else "fail"
+        if math.isclose(at, rate / 1.1):
+            return "pass" if step_down else "fail"
+        return "pass" if at < rate else "fail"
+    return rule
+
+
+def test_a_failed_confirmation_steps_down_and_needs_two_passes_there() -> None:
+    search = Search(scripted(edge(20.0, confirm=False, step_down=True)), 0.1, 100.0, 95)
+    capacity = find_capacity(search, 10.0, 0.1)
+    assert capacity.rate_rps == pytest.approx(20.0 / 1.1) and capacity.confirmed
+    assert capacity.failed_rps == 20.0  # it passed once, then failed its confirmation
+    assert [t.verdict for t in capacity.runs[-2:]] == ["pass", "pass"]
+
+
+def test_a_confirmation_that_fails_twice_keeps_the_rate_that_passed_unconfirmed() -> None:
+    search = Search(scripted(edge(20.0, confirm=False, step_down=False)), 0.1, 100.0, 95)
+    capacity = find_capacity(search, 10.0, 0.1)
+    assert capacity.rate_rps == 20.0 and not capacity.confirmed  # the highest that passed
+    assert "(not confirmed)" in capacity.describe(95, 100)
+
+
+def test_a_server_faster_than_every_rate_tried_is_a_lower_bound() -> None:
+    search = Search(scripted(lambda rate, nth: "pass"), 0.1, 100.0, 95)
+    capacity = find_capacity(search, 10.0, 0.1)
+    assert capacity.failed_rps is None and capacity.rate_rps == 10.0 * 2**12
+    assert capacity.describe(95, 100).startswith("at least 40,960.0 requests/s")
+
+
+def test_without_giving_up_every_request_is_served_or_dropped() -> None:
+    slo = Slo(20, 95)
+    requests = [request(i, 0.001 * i, 10) for i in range(60)]  # 1,000/s for a 100/s server
+    clock = FakeClock()
+    given_up, _ = serve(requests, Dynamic(1, 0), computing(clock, lambda n: 0.010), slo,
+                        1000.0, clock=clock)
+    clock = FakeClock()
+    whole, _ = serve(requests, Dynamic(1, 0), computing(clock, lambda n: 0.010), slo, 1000.0,
+                     clock=clock, queue_limit=20, give_up=False)
+    assert given_up.stopped_early and given_up.served < len(requests)
+    assert not whole.stopped_early and whole.served + whole.dropped == len(requests)
+    assert whole.dropped > 0 and whole.latency_ms["max"] > 100  # the overload is shown
+
+
 # --- the fleet plan --------------------------------------------------------------------------
 
 

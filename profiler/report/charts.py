@@ -265,16 +265,17 @@ def serving_charts(result: dict[str, Any]) -> list[tuple[str, Any]]:
     return [(f"Capacity at {target} per batcher setting", capacity_chart(result)),
             ("Latency against offered load (best setting of each batcher; dashed: the target)",
              load_latency_chart(result)),
-            ("Where a request's time goes: queueing and computing, against load",
+            ("Where a request's time goes: queueing and computing, against load (the best "
+             "setting)",
              queue_compute_chart(result)),
             (f"Simulated against measured p{slo['percentile']:g} latency",
              prediction_chart(result)),
-            (f"p{slo['percentile']:g} latency of the planned fleet against load",
+            ("Latency of the planned fleet against load (simulated)",
              fleet_chart(result))]
 
 
 def capacity_chart(result: dict[str, Any]) -> Any:
-    """Highest passing rate per configuration and setting; unconfirmed ones hatched lighter."""
+    """Highest passing rate per configuration and setting; unconfirmed ones drawn lighter."""
     rows = [{"setting": f"{c['name']}: {s['label']}", "capacity": s["capacity"]["rate_rps"],
              "confirmed": "confirmed" if s["capacity"]["confirmed"] else "not confirmed",
              "failed": s["capacity"]["failed_rps"]}
@@ -320,7 +321,7 @@ def load_latency_chart(result: dict[str, Any]) -> Any:
 def queue_compute_chart(result: dict[str, Any]) -> Any:
     """Mean queueing and computing time per request at each load, for the best setting."""
     best = result["curves"][0]
-    rows = [{"rate": round(p["rate_rps"], 1), "part": part, "ms": p[f"{part}_ms_mean"],
+    rows = [{"rate": round(p["rate_rps"], 2), "part": part, "ms": p[f"{part}_ms_mean"],
              "batch": p["batch_texts_mean"]}
             for p in best["points"] for part in ("queue", "compute")]
     chart = alt.Chart(alt.Data(values=rows)).mark_bar().encode(

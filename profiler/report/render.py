@@ -56,6 +56,7 @@ def environment(templates: Path) -> jinja2.Environment:
                              autoescape=True, finalize=finalize)
     env.filters["num"] = fmt_number
     env.filters["pct"] = lambda value, digits=1: fmt_number(100 * value, digits)
+    env.filters["g"] = lambda value: f"{value:g}"  # a setting as given: 99.9, 2.5, 100
     env.filters["text"] = text
     env.filters["code"] = code
     env.filters["md"] = markdown

@@ -109,7 +109,8 @@ class TokenBudget(Batcher):
 @dataclass
 class SortWindow(Batcher):
     """Take up to `window` batches' worth of queued requests, sort them by length and cut them
-    into batches of `max_batch` texts, after at most `max_wait_ms` of patience (infinity)."""
+    into batches of `max_batch` texts, shortest first, after at most `max_wait_ms` of patience
+    (as infinity's batch handler does)."""
 
     max_batch: int
     window: int

@@ -23,7 +23,8 @@ class Capacity(Record):
 
     rate_rps: float  # the highest rate that passed; 0 when none did
     confirmed: bool  # a further run at that rate passed too
-    failed_rps: float | None  # the lowest rate that failed, above it
+    failed_rps: float | None  # the lowest rate above it that did not pass (failed, or still too
+    # short to tell at the longest run); None: every rate tried passed
     resolution: float
     runs: tuple[Trial, ...]
 
@@ -33,7 +34,9 @@ class Capacity(Record):
             return (f"no rate down to {self.failed_rps or 0:,.1f} requests/s kept p{percentile:g} "
                     f"≤ {target_ms:g} ms")
         state = "confirmed" if self.confirmed else "not confirmed"
-        return f"{self.rate_rps:,.0f} requests/s at p{percentile:g} ≤ {target_ms:g} ms ({state})"
+        least = "at least " if self.failed_rps is None else ""
+        return (f"{least}{self.rate_rps:,.1f} requests/s at p{percentile:g} ≤ {target_ms:g} ms "
+                f"({state})")
 
 
 @dataclass
@@ -45,22 +48,29 @@ class Search:
     min_run_s: float
     max_run_s: float
     percentile: float
+    extend_to: int = EXTEND_TO  # an undecided run may grow to this many early-stopping counts
 
     @property
     def floor_rps(self) -> float:
-        """The slowest rate searched: below it, the fewest requests a run needs would take
-        longer than the longest run allowed (EXTEND_TO x max_run_s)."""
-        return min_queries(self.percentile, 0) / (EXTEND_TO * self.max_run_s)
+        """The slowest rate searched (see `floor_rps`)."""
+        return floor_rps(self.percentile, self.max_run_s, self.extend_to)
 
     def trial(self, rate: float) -> list[Trial]:
         """Run `rate`; a run too short to judge is run again, as long as a run may be."""
         count = max(min_queries(self.percentile, 0), math.ceil(rate * self.min_run_s))
         trials = [self.run(rate, count)]
         # a slow rate may take longer than max_run_s to reach a few misses' worth of requests
-        cap = max(math.ceil(rate * self.max_run_s), EXTEND_TO * min_queries(self.percentile, 0))
+        cap = max(math.ceil(rate * self.max_run_s),
+                  self.extend_to * min_queries(self.percentile, 0))
         if trials[-1].verdict == "short" and count < cap:  # once, as long as it may be
             trials.append(self.run(rate, cap))
         return trials
+
+
+def floor_rps(percentile: float, max_run_s: float, extend_to: int = EXTEND_TO) -> float:
+    """Below this rate, the fewest requests a run needs would take longer than `extend_to`
+    times the longest run: the search goes no lower, and no run is made below it."""
+    return min_queries(percentile, 0) / (extend_to * max_run_s)
 
 
 def find_capacity(search: Search, start_rps: float, resolution: float,
@@ -87,15 +97,17 @@ def find_capacity(search: Search, start_rps: float, resolution: float,
             low *= 2
         else:
             high = 2 * low
-    assert high is not None, "the service passed at every rate tried"
+    if high is None:  # it kept up with every rate tried: a lower bound, said to be one
+        return Capacity(low, passes(low), None, resolution, tuple(runs))
     while high / low - 1 > resolution:
         middle = math.sqrt(low * high)  # halves the ratio's log: the relative step
         if passes(middle):
             low = middle
         else:
             high = middle
-    confirmed = passes(low)
-    if not confirmed:  # the answer sat on the edge: one step down, confirmed or said not to be
-        high, low = low, low / (1 + resolution)
-        confirmed = passes(low)
-    return Capacity(low, confirmed, high, resolution, tuple(runs))
+    if passes(low):
+        return Capacity(low, True, high, resolution, tuple(runs))
+    lower = low / (1 + resolution)  # the answer sat on the edge: one step down, passed twice?
+    if lower >= search.floor_rps and passes(lower) and passes(lower):
+        return Capacity(lower, True, low, resolution, tuple(runs))
+    return Capacity(low, False, high, resolution, tuple(runs))  # passed once, not confirmed

@@ -134,11 +134,14 @@ def real_tokens_of(batches: list[Batch], tokens: Callable[[int], int]) -> int:
 
 def serve(requests: Sequence[Request], batcher: Batcher, compute: Callable[[Batch], Any],
           slo: Slo, rate: float, clock: Clock | None = None, queue_limit: int = 10_000,
-          text_tokens: Callable[[int], int] = lambda i: 0) -> tuple[Trial, Log]:
+          text_tokens: Callable[[int], int] = lambda i: 0,
+          give_up: bool = True) -> tuple[Trial, Log]:
     """Serve the schedule with one worker: requests join the queue at their scheduled times,
     the batcher forms batches, `compute` runs each (the model, tokenization included).
 
-    The run gives up once more requests missed the target than the percentile allows.
+    With `give_up`, the run stops once more requests missed the target than the percentile
+    allows (a search needs only the verdict); without, it serves every request, and the bounded
+    queue is what keeps an overload finite (a latency curve needs the whole run).
     """
     clock = clock or WallClock()
     log, queue, formed = Log(), deque[Request](), []
@@ -153,7 +156,7 @@ def serve(requests: Sequence[Request], batcher: Batcher, compute: Callable[[Batc
             compute(decision)
             log.served(decision, start, clock.now() - began, slo)
             formed.append(decision)
-            if log.over + log.dropped > allowed:
+            if give_up and log.over + log.dropped > allowed:
                 stopped = True
                 break
             continue

@@ -14,7 +14,8 @@ from profiler.storage import Record
 
 BALANCES = ("random", "jsq")
 CURVE_LOADS = (0.5, 0.75, 0.9, 1.0, 1.1, 1.25)  # of the target rate, at the chosen replicas
-MAX_REPLICAS = 10_000
+MAX_REPLICAS = 256  # the most replicas simulated: beyond, the plan says "more than" this
+MAX_REQUESTS = 100_000  # the most requests one planning run simulates
 SLO_SPANS = 50  # a planning run lasts at least this many latency targets: an overloaded queue
 # grows by (load - 1) x the run's length, so a short run may end before it misses the target
 
@@ -25,7 +26,7 @@ class Fleet(Record):
 
     balance: str
     target_rps: float
-    replicas: int | None  # None: more than MAX_REPLICAS, or no capacity at all
+    replicas: int | None  # None: more than MAX_REPLICAS, or no capacity to plan from
     latency_ms: dict[str, float] | None  # at the target rate with that many replicas
     curve: tuple[dict[str, float], ...]  # offered load -> p50, p95, p99 with those replicas
 
@@ -54,14 +55,15 @@ class Simulator:
         """Several times the early-stopping count, and at least 5 s (and SLO_SPANS latency
         targets) of arrivals."""
         seconds = max(5.0, SLO_SPANS * self.slo.target_ms / 1000)
-        return max(4 * min_queries(self.slo.percentile, 0), math.ceil(seconds * rate))
+        return min(MAX_REQUESTS, max(4 * min_queries(self.slo.percentile, 0),
+                                     math.ceil(seconds * rate)))
 
 
 def replicas_for(simulator: Simulator, target_rps: float, capacity_rps: float,
                  balance: str) -> Fleet:
     """The fewest replicas whose simulated run at `target_rps` holds the latency target:
     doubling from half of target ÷ capacity until a count holds, then bisecting below it."""
-    if capacity_rps <= 0:
+    if capacity_rps <= 0 or target_rps / capacity_rps > 2 * MAX_REPLICAS:
         return Fleet(balance, target_rps, None, None, ())
     trials: dict[int, Trial] = {}
 

@@ -22,8 +22,8 @@ from profiler.config import Serving
 from profiler.measure.metrics import Metric, metric
 from profiler.rundir import RunDir
 from profiler.serving.batchers import Batch, make, padded_tokens
-from profiler.serving.capacity import Capacity, Search, find_capacity
-from profiler.serving.engine import Log, ServiceModel, Slo, Trial, serve
+from profiler.serving.capacity import EXTEND_TO, Capacity, Search, find_capacity, floor_rps
+from profiler.serving.engine import ServiceModel, Slo, Trial, serve
 from profiler.serving.load import Request, min_queries, poisson_schedule
 from profiler.serving.plan import BALANCES, Simulator, replicas_for
 from profiler.studies.base import Study, StudyContext, emit
@@ -31,6 +31,7 @@ from profiler.workloads import Encode, model_encode, token_counts
 
 QUICK_RESOLUTION = 0.25
 QUICK_RUN_S = 1.0
+QUICK_EXTEND_TO = 2  # --quick: an undecided run grows to twice the early-stopping count, not 4x
 LOADS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)  # of capacity: latency against load, ...
 QUICK_LOADS = (0.5,)  # --quick: the search's own runs, and one at light load
 START_SHARE = 0.5  # of the capacity the calibration batches predict: where the search starts
@@ -68,23 +69,31 @@ class Bench:
     slo: Slo
     tokens: list[int]
     min_run_s: float
+    extend_to: int = EXTEND_TO  # --quick: QUICK_EXTEND_TO
     batches: list[tuple[int, int, float]] = field(default_factory=list)
     seed: int = 0
 
-    def run(self, kind: str, params: dict[str, Any], rate: float, count: int) -> Trial:
+    def run(self, kind: str, params: dict[str, Any], rate: float, count: int,
+            give_up: bool = True) -> Trial:
         """Serve `count` requests arriving at `rate` in a worker thread that owns the model."""
         self.seed += 1
         requests = poisson_schedule(rate, count, self.tokens, self.serving.request_texts,
                                     self.seed)
-        out: dict[str, tuple[Trial, Log]] = {}
-        worker = threading.Thread(target=lambda: out.update(done=serve(
-            requests, make(kind, params), self.compute, self.slo, rate,
-            queue_limit=self.serving.queue_limit, text_tokens=self.tokens.__getitem__)),
-            name="serving-worker", daemon=True)
+        out: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                out["done"] = serve(requests, make(kind, params), self.compute, self.slo, rate,
+                                    queue_limit=self.serving.queue_limit,
+                                    text_tokens=self.tokens.__getitem__, give_up=give_up)
+            except BaseException as exc:
+                out["error"] = exc
+
+        worker = threading.Thread(target=work, name="serving-worker", daemon=True)
         worker.start()
         worker.join()
-        if "done" not in out:
-            raise RuntimeError("the serving worker stopped without a result (see the log)")
+        if "error" in out:
+            raise out["error"]
         trial, log = out["done"]
         self.batches.extend(log.batches)
         return trial
@@ -92,11 +101,16 @@ class Bench:
     def search(self, kind: str, params: dict[str, Any], max_run_s: float) -> Search:
         """The capacity search's way to run one rate with this setting."""
         return Search(lambda rate, count: self.run(kind, params, rate, count),
-                      self.min_run_s, max_run_s, self.slo.percentile)
+                      self.min_run_s, max_run_s, self.slo.percentile, self.extend_to)
 
     def requests(self, rate: float) -> int:
         """A run's requests at `rate`: the early-stopping count, and at least min_run_s."""
         return max(min_queries(self.slo.percentile, 0), math.ceil(rate * self.min_run_s))
+
+    @property
+    def floor_rps(self) -> float:
+        """The slowest rate any run is made at."""
+        return floor_rps(self.slo.percentile, self.serving.max_run_s, self.extend_to)
 
 
 class ServingStudy(Study):
@@ -113,14 +127,15 @@ class ServingStudy(Study):
         grid = grid_of(serving, quick)
         resolution = QUICK_RESOLUTION if quick else serving.resolution
         run_s = QUICK_RUN_S if quick else serving.min_run_s
+        extend_to = QUICK_EXTEND_TO if quick else EXTEND_TO
         fp32 = Bench("fp32", "fp32 (plain model.encode)", _computer(ctx, model_encode(ctx.model)),
-                     serving, slo, tokens, run_s)
+                     serving, slo, tokens, run_s, extend_to)
         start = start_rps(fp32, grid[0], resolution)
         searched = search_grid(fp32, grid, resolution, serving, start)
         best = max(range(len(grid)), key=lambda i: searched[i].rate_rps)
         curves = [load_curve(fp32, grid[i], searched[i], QUICK_LOADS if quick else LOADS)
                   for i in best_per_batcher(grid, searched)]
-        rate, measured = max(searched[best].rate_rps, 1.0), list(fp32.batches)
+        rate, measured = max(searched[best].rate_rps, fp32.floor_rps), list(fp32.batches)
         with ctx.profiling.on():  # Scalene's view of serving: one more run at capacity,
             fp32.run(*grid[best], rate, fp32.requests(rate))  # slowed by it: not fitted
         service = ServiceModel.fit(measured)
@@ -170,8 +185,10 @@ class ServingStudy(Study):
         slo = result["slo"]
         base = result["configs"][0]
         rate = base["settings"][base["best"]]["capacity"]["rate_rps"]
-        return [metric("capacity_rps", f"capacity at p{slo['percentile']:g} ≤ "
-                       f"{slo['target_ms']:g} ms", ServingStudy.NAME, "requests/s", "higher",
+        target = f"p{slo['percentile']:g} ≤ {slo['target_ms']:g} ms"
+        # the target is in the name: runs held to another target are not compared
+        return [metric(f"capacity_rps_p{slo['percentile']:g}_{slo['target_ms']:g}ms",
+                       f"capacity at {target}", ServingStudy.NAME, "requests/s", "higher",
                        [rate])]
 
 
@@ -252,16 +269,17 @@ def best_per_batcher(grid: list[Setting], searched: list[Capacity]) -> list[int]
 def load_curve(bench: Bench, setting: Setting, capacity: Capacity,
                loads: tuple[float, ...]) -> dict[str, Any]:
     """Latency, queueing and batches from light load to past capacity, for one setting: the
-    search's own runs, and a run at each load in `loads` (of capacity) they did not come near."""
+    search's runs that served every request, and a run at each load in `loads` (of capacity)
+    they did not come near, served to the end (the bounded queue keeps an overload finite)."""
     kind, params = setting
     label = make(kind, params).label
-    rate = capacity.rate_rps or 1.0
-    points = {t.rate_rps: t for t in capacity.runs}  # a rate run again: its last, longer run
-    missing = [load * rate for load in loads
-               if not any(abs(r / (load * rate) - 1) < NEAR for r in points)]
+    rate = capacity.rate_rps
+    points = {t.rate_rps: t for t in capacity.runs if not t.stopped_early}  # last run kept
+    missing = [load * rate for load in loads if load * rate >= bench.floor_rps and
+               not any(abs(r / (load * rate) - 1) < NEAR for r in points)]
     emit("config", label=f"latency against load: {label}", index=0, total=1)
     for extra in missing:
-        points[extra] = bench.run(kind, params, extra, bench.requests(extra))
+        points[extra] = bench.run(kind, params, extra, bench.requests(extra), give_up=False)
     emit("done", label=f"latency against load: {label}", summary=f"{len(points)} loads")
     return {"batcher": kind, "params": params, "label": label, "capacity_rps": rate,
             "points": [points[r].to_dict() for r in sorted(points)]}
@@ -303,7 +321,7 @@ def serve_variant(ctx: StudyContext, variant: Any, setting: Setting, fp32: Capac
     """The best configuration's capacity with fp32's best setting, searched from fp32's."""
     with _built(ctx, variant) as encode:
         bench = Bench(variant.name, variant.title, _computer(ctx, encode), ctx.settings.serving,
-                      slo, tokens, run_s)
+                      slo, tokens, run_s, QUICK_EXTEND_TO if ctx.settings.quick else EXTEND_TO)
         bench.compute(one_batch(tokens, 4))  # first-call costs, outside the runs
         found = search_grid(bench, [setting], resolution, ctx.settings.serving,
                             max(fp32.rate_rps, 1.0))
@@ -325,7 +343,8 @@ def predict(simulator: Simulator, measured_with: Search, measured: Capacity,
     start = max(measured.rate_rps, 1.0) * START_SHARE
     predicted = find_capacity(Search(lambda rate, count: simulator.run(rate, count=count),
                                      measured_with.min_run_s, measured_with.max_run_s,
-                                     simulator.slo.percentile), start, resolution)
+                                     simulator.slo.percentile, measured_with.extend_to),
+                              start, resolution)
     curve = next(c for c in curves if c["batcher"] == setting[0] and c["params"] == setting[1])
     points = [{"rate_rps": p["rate_rps"], "measured_ms": p["latency_ms"]["slo"],
                "predicted_ms": simulator.run(p["rate_rps"], count=p["requests"]).latency_ms["slo"]}
