@@ -33,6 +33,10 @@ STAGE_RULES: tuple[tuple[str, str], ...] = (
     ("/scalene/", "profiler"),
     ("/profiler/measure/", "profiler"),
     ("/profiler/studies/base.py:Profiling.", "profiler"),  # switching Scalene on and off
+    # waiting, not work: Scalene credits an idle process's samples to a sleeping line (the
+    # serving study waits for arrivals; the build watcher sleeps all the time)
+    ("/profiler/runner/lifetime.py", "profiler"),
+    ("/profiler/serving/engine.py:WallClock.", "profiler"),
     ("/tokenizers/", "tokenize"),
     ("/tokenization_", "tokenize"),
     ("/modules/tokenizer/", "tokenize"),
@@ -53,7 +57,8 @@ STAGE_RULES: tuple[tuple[str, str], ...] = (
 EXCLUDED_WHY = {
     "scalene": "Scalene's own code",
     "stdlib": "Python's standard library (threading, queues, selectors, import machinery)",
-    "measurement": "this profiler's timers and memory sampler (profiler/measure)",
+    "measurement": "this profiler's timers, memory sampler, build watcher and the serving "
+                   "study's wait for arrivals (idle time)",
     "import": "import statements and module-level code run at import time",
 }
 STDLIB_PATH = re.compile(r"/lib/python\d+(\.\d+)?t?/(?!site-packages/|dist-packages/)")

@@ -74,8 +74,10 @@ class Bench:
     seed: int = 0
 
     def run(self, kind: str, params: dict[str, Any], rate: float, count: int,
-            give_up: bool = True) -> Trial:
-        """Serve `count` requests arriving at `rate` in a worker thread that owns the model."""
+            give_up: bool = True, inline: bool = False) -> Trial:
+        """Serve `count` requests arriving at `rate` in a worker thread that owns the model
+        (`inline`: in this thread, for Scalene, which credits a waiting main thread's samples to
+        whichever other thread is in Python, such as the build watcher's sleep)."""
         self.seed += 1
         requests = poisson_schedule(rate, count, self.tokens, self.serving.request_texts,
                                     self.seed)
@@ -89,9 +91,12 @@ class Bench:
             except BaseException as exc:
                 out["error"] = exc
 
-        worker = threading.Thread(target=work, name="serving-worker", daemon=True)
-        worker.start()
-        worker.join()
+        if inline:
+            work()
+        else:
+            worker = threading.Thread(target=work, name="serving-worker", daemon=True)
+            worker.start()
+            worker.join()
         if "error" in out:
             raise out["error"]
         trial, log = out["done"]
@@ -137,7 +142,7 @@ class ServingStudy(Study):
                   for i in best_per_batcher(grid, searched)]
         rate, measured = max(searched[best].rate_rps, fp32.floor_rps), list(fp32.batches)
         with ctx.profiling.on():  # Scalene's view of serving: one more run at capacity,
-            fp32.run(*grid[best], rate, fp32.requests(rate))  # slowed by it: not fitted
+            fp32.run(*grid[best], rate, fp32.requests(rate), inline=True)  # slowed: not fitted
         service = ServiceModel.fit(measured)
         configs = [config_entry(fp32, grid, searched, best)]
         alternative = best_variant(ctx)
