@@ -13,9 +13,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from profiler.config import Serving
@@ -147,8 +146,8 @@ class ServingStudy(Study):
         configs = [config_entry(fp32, grid, searched, best)]
         alternative = best_variant(ctx)
         if alternative is not None:
-            configs.append(serve_variant(ctx, alternative, grid[best], searched[best],
-                                         resolution, slo, tokens, run_s))
+            configs.append(serve_variant(ctx, alternative, fp32, grid[best], searched[best],
+                                         resolution))
         simulator = simulator_of(fp32, grid[best], service)
         prediction = predict(simulator, fp32.search(*grid[best], serving.max_run_s),
                              searched[best], curves, grid[best], resolution, serving.tolerance)
@@ -321,22 +320,16 @@ def best_variant(ctx: StudyContext) -> Any:
     return chosen[0] if chosen else None
 
 
-def serve_variant(ctx: StudyContext, variant: Any, setting: Setting, fp32: Capacity,
-                  resolution: float, slo: Slo, tokens: list[int], run_s: float) -> dict[str, Any]:
+def serve_variant(ctx: StudyContext, variant: Any, fp32: Bench, setting: Setting,
+                  capacity: Capacity, resolution: float) -> dict[str, Any]:
     """The best configuration's capacity with fp32's best setting, searched from fp32's."""
-    with _built(ctx, variant) as encode:
-        bench = Bench(variant.name, variant.title, _computer(ctx, encode), ctx.settings.serving,
-                      slo, tokens, run_s, QUICK_EXTEND_TO if ctx.settings.quick else EXTEND_TO)
-        bench.compute(one_batch(tokens, 4))  # first-call costs, outside the runs
-        found = search_grid(bench, [setting], resolution, ctx.settings.serving,
-                            max(fp32.rate_rps, 1.0))
-    return config_entry(bench, [setting], found, 0) | {"snippet": variant.snippet}
-
-
-@contextmanager
-def _built(ctx: StudyContext, variant: Any) -> Iterator[Encode]:
     with variant.build(ctx) as encode:
-        yield encode
+        bench = replace(fp32, name=variant.name, title=variant.title,
+                        compute=_computer(ctx, encode), batches=[], seed=0)
+        bench.compute(one_batch(bench.tokens, 4))  # first-call costs, outside the runs
+        found = search_grid(bench, [setting], resolution, bench.serving,
+                            max(capacity.rate_rps, 1.0))
+    return config_entry(bench, [setting], found, 0) | {"snippet": variant.snippet}
 
 
 def predict(simulator: Simulator, measured_with: Search, measured: Capacity,
