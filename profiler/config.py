@@ -27,8 +27,8 @@ WORKLOADS = ("bulk", "stream", "query")
 STUDY_NAMES = ("batch_size", "text_length", "memory", "leak", "stages", "optimizations",
                "serving")
 BATCHERS = ("dynamic", "token_budget", "sort_window")  # profiler.serving.batchers asserts it
-EXPERIMENTS = ("fp32", "bf16", "fp16", "torch_int8", "onnx", "onnx_int8", "openvino", "threads",
-               "max_seq", "compile")
+EXPERIMENTS = ("fp32", "bf16", "fp16", "torch_int8", "onnx", "onnx_int8", "openvino",
+               "static_int8", "instances", "threads", "max_seq", "compile")
 MIN_REQUEST_TEXTS = 1000  # a default request: the whole corpus, cycled up to this many texts
 QUICK_REQUEST_TEXTS = 256  # --quick: this many texts, spread evenly over the corpus
 
@@ -47,6 +47,7 @@ class Timing:
     leak_warmup: int = 3
     leak_texts: int = 64
     quality_texts: int = 300
+    calibration_texts: int = 300  # static int8's calibration: the corpus texts after those
     workload_repeats: int = 5  # interleaved rounds at least, in every comparison
     query_texts: int = 500     # single-text calls timed for the query workload
     search_texts: int = 256    # texts each experiment's batch-size search encodes per size
@@ -58,8 +59,8 @@ class Timing:
     def __post_init__(self) -> None:
         for name in ("warmup_repeats", "min_repeats", "max_repeats", "texts_per_repeat",
                      "overhead_rounds", "leak_warmup", "leak_texts", "quality_texts",
-                     "workload_repeats", "query_texts", "search_texts", "round_texts",
-                     "max_rounds"):
+                     "calibration_texts", "workload_repeats", "query_texts", "search_texts",
+                     "round_texts", "max_rounds"):
             _require_int(f"timing.{name}", getattr(self, name), minimum=0 if name in
                          ("warmup_repeats", "leak_warmup") else 1)
         # the steady state is the last half; a slope's interval needs at least three points
@@ -372,6 +373,7 @@ def _check_experiments(experiments: tuple[str, ...]) -> None:
 # --quick: the same interleaved rounds with a looser target and a smaller budget
 QUICK_TIMING = Timing(warmup_repeats=1, min_time_s=0.3, min_repeats=2, max_repeats=5,
                       texts_per_repeat=64, overhead_rounds=1, leak_iterations=8,
-                      leak_warmup=1, leak_texts=32, quality_texts=100, workload_repeats=3,
+                      leak_warmup=1, leak_texts=32, quality_texts=100, calibration_texts=100,
+                      workload_repeats=3,
                       query_texts=100, search_texts=64, round_texts=48, precision=0.06,
                       budget_s=12.0, max_rounds=60)

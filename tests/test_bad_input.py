@@ -26,7 +26,8 @@ from profiler.storage import SCHEMA_VERSION, write_json
 
 RUN_A, RUN_B = "20260101T000000Z", "20260102T000000Z"
 STUDIES = "batch_size, text_length, memory, leak, stages, optimizations, serving"
-EXPERIMENTS = "fp32, bf16, fp16, torch_int8, onnx, onnx_int8, openvino, threads, max_seq, compile"
+EXPERIMENTS = ("fp32, bf16, fp16, torch_int8, onnx, onnx_int8, openvino, static_int8, instances, "
+               "threads, max_seq, compile")
 REMOTE_CODE = ("error: model custom-model runs custom code (config.json maps its classes to the "
                "model's own code); pass --trust-remote-code if you trust it")
 

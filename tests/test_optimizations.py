@@ -69,7 +69,8 @@ def test_every_family_has_a_variant_and_the_baseline_comes_first() -> None:
     plain = found[1]
     assert (plain.name, plain.family, plain.batch_size) == ("fp32_default", "fp32", 32)
     assert {v.name: v.family for v in found if v.family in ("onnx", "openvino")} == {
-        "onnx": "onnx", "onnx_o2": "onnx", "openvino": "openvino", "openvino_bf16": "openvino"}
+        "onnx": "onnx", "onnx_o2": "onnx", "openvino": "openvino", "openvino_bf16": "openvino",
+        "st_onnx": "onnx", "st_openvino": "openvino"}
     assert all(v.batch_size is None for v in found if v.name != "fp32_default")
 
 
@@ -87,7 +88,8 @@ def test_selection_keeps_the_baseline(tiny_model: Path) -> None:
     ctx = _context(tiny_model, experiments=("bf16",))
     assert [v.name for v in selected_variants(ctx)] == ["fp32", "fp32_default", "bf16"]
     ctx = _context(tiny_model, experiments=("openvino",), workload="query")
-    assert [v.name for v in selected_variants(ctx)] == ["fp32", "openvino", "openvino_bf16"]
+    assert [v.name for v in selected_variants(ctx)] == ["fp32", "openvino", "openvino_bf16",
+                                                        "st_openvino"]
 
 
 def test_sample_batches_are_evenly_spaced_whole_batches() -> None:
@@ -255,7 +257,7 @@ def test_optimizations_page_and_recommendations(bulk_build: Path) -> None:
     assert result["workload"] == "bulk" and result["texts"] == 48
     assert result["batch_sizes"] == [2, 4, 8, 32]
     assert [e["name"] for e in result["experiments"]] == ["fp32", "fp32_default", "bf16",
-                                                          "onnx", "onnx_o2"]
+                                                          "onnx", "onnx_o2", "st_onnx"]
     measured = [e for e in result["experiments"] if e["status"] == "measured"]
     assert measured[0]["name"] == "fp32"
     for experiment in measured:  # each at the best size of its own search

@@ -515,3 +515,28 @@ def test_replicas_for_ten_times_one_replicas_capacity() -> None:
         assert [p["load"] for p in fleet.curve] == list(CURVE_LOADS)
         assert fleet.curve[-1]["p95"] > fleet.curve[0]["p95"]
     assert replicas_for(simulator, target, 0.0, "jsq").replicas is None
+
+
+@pytest.mark.parametrize(("main_s", "worker_s", "slower"), [(0.001, 0.002, True),
+                                                            (0.002, 0.001, False)])
+def test_the_thread_check_measures_the_worker_against_the_main_thread(
+        main_s: float, worker_s: float, slower: bool) -> None:
+    import threading
+    import time
+
+    from profiler.studies.serving import thread_cost
+
+    calls: list[str] = []
+
+    def encode(texts: list[str], batch_size: int) -> None:  # slower off one thread
+        on_main = threading.current_thread() is threading.main_thread()
+        calls.append("main" if on_main else "worker")
+        time.sleep(main_s if on_main else worker_s)
+
+    found = thread_cost(encode, ["a", "b", "c"], rounds=6, calls=3)
+    assert calls.count("main") == calls.count("worker") == 3 * 7  # a warm-up round each
+    assert (found["rounds"], found["calls"]) == (6, 3)
+    assert (found["worker_ms"] > found["main_ms"]) is slower
+    low, high = found["ci95"]
+    assert (high < 1) if slower else (low > 1)
+    assert 0.3 < found["worker_speed"] * (worker_s / main_s) < 3

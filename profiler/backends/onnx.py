@@ -87,6 +87,16 @@ class FusedModel:
 
 
 @dataclass(frozen=True)
+class StaticModel:
+    """A statically quantized graph (scales calibrated on corpus texts) and how it was built."""
+
+    path: Path
+    graph: str  # how it was exported, quantized and calibrated, on how many texts
+    quantized: int  # weight layers that run in int8
+    kept: int  # weight layers left in fp32 (their input's range is too wide for one scale)
+
+
+@dataclass(frozen=True)
 class QuantizedModel:
     """A quantized ONNX file and the configuration that made it."""
 
@@ -282,6 +292,103 @@ def quantize_int8(onnx_path: Path, out_path: Path, cpu_flags: list[str]) -> Quan
     except Exception as error:
         raise ProfilerError(f"int8 quantization failed: {first_line(error)}") from error
     return QuantizedModel(out_path, config)
+
+
+# producers of an FFN's activation (GELU ends in Mul when exported from erf): the layer after one
+# sees outliers that one static scale cannot hold, so it stays fp32 (as NNCF's SmoothQuant and
+# mixed-precision recipes do for the same layers)
+ACTIVATION_OPS = frozenset({"Mul", "Gelu", "FastGelu", "QuickGelu", "Relu", "Tanh", "Sigmoid",
+                            "Erf", "BiasGelu"})
+
+
+def weight_matmuls(onnx_path: Path) -> tuple[list[str], list[str]]:
+    """Split the graph's MatMuls by a weight input into (to quantize, to keep in fp32)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path)).graph
+    weights = {init.name for init in graph.initializer} | {
+        node.output[0] for node in graph.node if node.op_type == "Constant"}
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    quantize: list[str] = []
+    keep: list[str] = []
+    for node in graph.node:
+        if node.op_type != "MatMul" or not any(name in weights for name in node.input):
+            continue
+        activation = next((name for name in node.input if name not in weights), "")
+        (keep if producer.get(activation) in ACTIVATION_OPS else quantize).append(node.name)
+    return quantize, keep
+
+
+def quantize_static_int8(onnx_path: Path, out_path: Path, model: SentenceTransformer,
+                         calibration: list[str], cpu_flags: list[str]) -> StaticModel:
+    """Write a static int8 (QDQ) copy of `onnx_path`, its scales calibrated on `calibration`.
+
+    Activations are uint8 with MinMax ranges over the calibration texts, one text per sample at
+    its own length; weights follow the CPU's dynamic configuration (per-channel; uint8 without
+    VNNI or AVX-512, where int8 products can saturate). Only MatMuls with a weight are
+    quantized, except those fed by an activation function.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    if not onnx_path.is_file():
+        raise ProfilerError(f"ONNX model {onnx_path} does not exist")
+    if not calibration:
+        raise ProfilerError("static quantization needs calibration texts")
+    config = choose_quant_config(cpu_flags)
+    quantize, keep = weight_matmuls(onnx_path)
+    feeds = iter(calibration_feeds(model, calibration, graph_inputs(onnx_path)))
+
+    class Reader(CalibrationDataReader):
+        def get_next(self) -> dict[str, Any] | None:
+            return next(feeds, None)
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _quiet_root_logger():
+            quantize_static(str(onnx_path), str(out_path), Reader(),
+                            quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
+                            nodes_to_quantize=quantize, per_channel=config.per_channel,
+                            reduce_range=config.reduce_range, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType[config.weight_type],
+                            calibrate_method=CalibrationMethod.MinMax,
+                            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+    except Exception as error:
+        raise ProfilerError(f"static int8 quantization failed: {first_line(error)}") from error
+    graph = (f"{graph_origin(onnx_path)} + onnxruntime quantize_static (QDQ, uint8 activations, "
+             f"{config.weight_type} per-channel weights as the {config.name} configuration, "
+             f"MinMax calibration on {len(calibration)} corpus texts apart from the quality "
+             f"texts): {len(quantize)} MatMuls int8, {len(keep)} after an activation kept fp32")
+    return StaticModel(out_path, graph, len(quantize), len(keep))
+
+
+def calibration_feeds(model: SentenceTransformer, texts: list[str],
+                      names: list[str]) -> list[dict[str, np.ndarray]]:
+    """One feed per text at its own length, as the model tokenizes it."""
+    feeds = []
+    for text in texts:
+        features = _tokenize(model, [text])
+        feeds.append({name: features[name].numpy() for name in names})
+    return feeds
+
+
+def graph_inputs(onnx_path: Path) -> list[str]:
+    """The names of the graph's inputs, in order."""
+    import onnx
+
+    return [entry.name for entry in onnx.load(str(onnx_path), load_external_data=False).graph.input]
+
+
+def count_ops(onnx_path: Path, op_type: str) -> int:
+    """How many nodes of `op_type` the graph holds."""
+    import onnx
+
+    return sum(node.op_type == op_type for node in onnx.load(str(onnx_path)).graph.node)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from profiler.backends.instances import layouts as instance_layouts
 from profiler.config import EXPERIMENTS
 from profiler.workloads import Encode, model_encode
 
@@ -107,6 +108,33 @@ def with_threads(threads: int) -> Callable[[StudyContext], Any]:
     return build
 
 
+def with_instances(instances: int, threads: int) -> Callable[[StudyContext], Any]:
+    """`instances` model processes of `threads` threads each, the texts dealt among them."""
+    @contextmanager
+    def build(ctx: StudyContext) -> Iterator[Encode]:
+        from profiler.backends.instances import InstancePool
+        from profiler.studies.base import plain_python
+
+        if ctx.device != "cpu":
+            raise Skip("parallel instances share out CPU cores")
+        pool = InstancePool(plain_python(), ctx.info.path, ctx.device, instances, threads,
+                            ctx.settings.trust_remote_code)
+        try:
+            graph = (f"PyTorch eager, fp32 weights, {instances} processes × {threads} "
+                     f"thread{'s' if threads > 1 else ''}, each with its own copy of the model "
+                     f"({pool.rss_mb():,.0f} MB resident together once loaded)")
+            yield described(pool.encode, graph, instances * threads)
+        finally:
+            pool.close()
+    return build
+
+
+INSTANCES_SNIPPET = """\
+# {n} processes of {m} thread{s} each (e.g. {n} server workers), each loading the model:
+torch.set_num_threads({m})
+model = SentenceTransformer(model_name)"""
+
+
 def with_max_seq_length(tokens: int) -> Callable[[StudyContext], Any]:
     """The baseline truncating input at `tokens` tokens."""
     @contextmanager
@@ -151,7 +179,7 @@ def exported(kind: str, precision: str = "f32") -> Callable[[StudyContext], Any]
     def build(ctx: StudyContext) -> Iterator[Encode]:
         from profiler.backends.onnx import onnx_available
 
-        problem = onnx_available() or (_openvino_problem() if kind == "openvino" else None)
+        problem = onnx_available() or _backend_problem(kind)
         if problem:
             raise Skip(problem)
         if ctx.device != "cpu":
@@ -161,10 +189,25 @@ def exported(kind: str, precision: str = "f32") -> Callable[[StudyContext], Any]
     return build
 
 
-def _openvino_problem() -> str | None:
-    from profiler.backends.openvino import openvino_available
+def _backend_problem(kind: str) -> str | None:
+    """Why the runtime a kind needs beyond ONNX Runtime cannot run here, or None."""
+    from profiler.backends.openvino import nncf_available, openvino_available
 
-    return openvino_available()
+    return {"openvino": openvino_available, "nncf": nncf_available}.get(kind, lambda: None)()
+
+
+MIN_CALIBRATION = 8  # texts: fewer leave the activation ranges to chance
+
+
+def calibration_texts(ctx: StudyContext) -> list[str]:
+    """Corpus texts to calibrate static int8 on, apart from those that score its quality."""
+    timing = ctx.settings.timing
+    texts = ctx.texts[timing.quality_texts:timing.quality_texts + timing.calibration_texts]
+    if len(texts) < MIN_CALIBRATION:
+        raise Skip(f"static int8 calibrates on corpus texts apart from the first "
+                   f"{timing.quality_texts} that score quality; this corpus has {len(texts)} "
+                   f"more (at least {MIN_CALIBRATION} needed)")
+    return texts
 
 
 def _exported_encoder(ctx: StudyContext, folder: Path, kind: str, precision: str) -> Encode:
@@ -174,6 +217,7 @@ def _exported_encoder(ctx: StudyContext, folder: Path, kind: str, precision: str
         graph_origin,
         optimize_onnx,
         quantize_int8,
+        quantize_static_int8,
     )
     from profiler.measure.peak import cpu_flags
 
@@ -189,17 +233,73 @@ def _exported_encoder(ctx: StudyContext, folder: Path, kind: str, precision: str
         graph = (f"{origin} + onnxruntime quantize_dynamic ({quantized.config.name} "
                  "configuration, as sentence-transformers' export_dynamic_quantized_onnx_model)")
         return described(OnnxEncoder(ctx.model, quantized.path, threads).encode, graph, threads)
+    if kind == "static":
+        static = quantize_static_int8(path, folder / "model_static.onnx", ctx.model,
+                                      calibration_texts(ctx), cpu_flags())
+        return described(OnnxEncoder(ctx.model, static.path, threads).encode, static.graph,
+                         threads)
+    if kind == "nncf":
+        from profiler.backends.openvino import OpenVinoEncoder, quantize_nncf
+
+        static = quantize_nncf(path, folder, ctx.model, calibration_texts(ctx))
+        encoder = OpenVinoEncoder(ctx.model, static.path, "f32", _hint(ctx), threads,
+                                  origin=static.graph)
+        return described(encoder.encode, encoder.graph, threads)
     if kind == "openvino":
         from profiler.backends.openvino import OpenVinoEncoder
 
-        hint = "THROUGHPUT" if ctx.settings.workload == "bulk" else "LATENCY"
-        encoder = OpenVinoEncoder(ctx.model, path, precision, hint, threads)
+        encoder = OpenVinoEncoder(ctx.model, path, precision, _hint(ctx), threads)
         run = described(encoder.encode, encoder.graph, threads)
         # a CPU without bf16 instructions runs the bf16 hint in f32: compare with that peak
         run.peak_dtype = "bfloat16" if encoder.effective_precision == "bf16" else "float32"  # type: ignore[attr-defined]
         return run
     return described(OnnxEncoder(ctx.model, path, threads).encode,
                      f"{origin} → ONNX Runtime CPU provider", threads)
+
+
+OPTIMUM = {"onnx": ("optimum.onnxruntime", "optimum-onnx"),
+           "openvino": ("optimum.intel", "optimum-intel[openvino]")}
+
+
+def st_backend_problem(backend: str) -> str | None:
+    """Why sentence-transformers' own `backend=` cannot load here, or None."""
+    import importlib
+    from importlib.metadata import version
+
+    module, package = OPTIMUM[backend]
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        return (f"sentence-transformers' backend={backend!r} needs {package}, which cannot be "
+                f"imported here ({str(error).splitlines()[0][:120]}): pip install {package}, "
+                f"where its release accepts transformers {version('transformers')}; the "
+                f"{backend!r} row measures this profiler's own export meanwhile")
+    return None
+
+
+def st_backend(backend: str) -> Callable[[StudyContext], Any]:
+    """The model loaded the way users deploy it: `SentenceTransformer(path, backend=...)`."""
+    @contextmanager
+    def build(ctx: StudyContext) -> Iterator[Encode]:
+        from sentence_transformers import SentenceTransformer
+
+        if (problem := st_backend_problem(backend)) is not None:
+            raise Skip(problem)
+        if ctx.device != "cpu":
+            raise Skip("the exported-graph experiments run on the CPU")
+        kwargs = {"provider": "CPUExecutionProvider"} if backend == "onnx" else {}
+        model = SentenceTransformer(ctx.info.path, device="cpu",
+                                    backend=backend,  # type: ignore[arg-type]
+                                    model_kwargs={**kwargs, "export": True},
+                                    trust_remote_code=ctx.settings.trust_remote_code)
+        graph = f"sentence-transformers backend={backend!r} (its own export through optimum)"
+        yield described(model_encode(model), graph, _threads())
+    return build
+
+
+def _hint(ctx: StudyContext) -> str:
+    """OpenVINO's own best mode: parallel infer requests for bulk, one request for a stream."""
+    return "THROUGHPUT" if ctx.settings.workload == "bulk" else "LATENCY"
 
 
 _EXPORTS: dict[int, Path] = {}
@@ -258,6 +358,26 @@ from profiler.backends.openvino import OpenVinoEncoder
 encoder = OpenVinoEncoder(model, export_onnx(model, Path("onnx")), "{precision}", "{hint}")
 embeddings = encoder.encode(texts, batch_size=BATCH)"""
 
+NNCF_SNIPPET = """\
+# sentence-transformers' helper (needs optimum-intel; calibrates on GLUE sst2 unless told):
+export_static_quantized_openvino_model(model, OVQuantizationConfig(), model_name_or_path)
+# what this profiler measured, with openvino and nncf alone, calibrated on your corpus:
+calibration_texts = corpus[:300]  # texts like yours, apart from those you evaluate on
+from profiler.backends.onnx import export_onnx
+from profiler.backends.openvino import OpenVinoEncoder, quantize_nncf
+int8 = quantize_nncf(export_onnx(model, Path("onnx")), Path("openvino"), model, calibration_texts)
+encoder = OpenVinoEncoder(model, int8.path, "f32", "{hint}")
+embeddings = encoder.encode(texts, batch_size=BATCH)"""
+
+STATIC_ONNX_SNIPPET = """\
+# ONNX Runtime static int8 (QDQ) calibrated on your corpus; layers after an activation stay fp32
+calibration_texts = corpus[:300]  # texts like yours, apart from those you evaluate on
+from profiler.backends.onnx import OnnxEncoder, export_onnx, quantize_static_int8
+from profiler.measure.peak import cpu_flags
+int8 = quantize_static_int8(export_onnx(model, Path("onnx")), Path("onnx/model_static.onnx"),
+                            model, calibration_texts, cpu_flags())
+embeddings = OnnxEncoder(model, int8.path).encode(texts, batch_size=BATCH)"""
+
 O2_SNIPPET = """\
 # optimum's O2 level: ONNX Runtime's transformer fusions on the exported graph
 from profiler.backends.onnx import OnnxEncoder, export_onnx, optimize_onnx
@@ -307,6 +427,20 @@ def variants(threads: int, workload: str = "bulk") -> list[Variant]:
                   exported("openvino", precision), peak_dtype=dtype, group="openvino",
                   quick=not suffix)
           for suffix, precision, dtype in (("", "f32", "float32"), ("_bf16", "bf16", "bfloat16"))),
+        *(Variant(f"st_{backend}", f"sentence-transformers backend={backend!r}",
+                  "one line", f'{name}, backend="{backend}")', st_backend(backend),
+                  group=backend, quick=False, graph=f"sentence-transformers backend={backend!r}")
+          for backend in OPTIMUM),
+        Variant("openvino_int8", "OpenVINO static int8 (NNCF, calibrated on the corpus)",
+                "an export step", NNCF_SNIPPET.format(hint=hint), exported("nncf"),
+                peak_dtype="int8", group="static_int8"),
+        Variant("onnx_static_int8", "ONNX Runtime static int8 (QDQ, calibrated on the corpus)",
+                "an export step", STATIC_ONNX_SNIPPET, exported("static"), peak_dtype="int8",
+                group="static_int8", quick=False),
+        *(Variant(f"instances_{n}x{m}", f"{n} instances × {m} thread{'s' if m > 1 else ''}",
+                  "a deployment change", INSTANCES_SNIPPET.format(n=n, m=m, s="s" if m > 1 else ""),
+                  with_instances(n, m), group="instances", quick=False)
+          for n, m in instance_layouts(threads)),
         *(Variant(f"threads_{n}", f"{n} thread{'s' if n > 1 else ''}", "one line",
                   f"torch.set_num_threads({n})", with_threads(n), quick=False)
           for n in range(1, threads)),

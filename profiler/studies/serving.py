@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from profiler.config import Serving
 from profiler.measure.metrics import Metric, metric
 from profiler.rundir import RunDir
@@ -36,6 +38,7 @@ QUICK_LOADS = (0.5,)  # --quick: the search's own runs, and one at light load
 START_SHARE = 0.5  # of the capacity the calibration batches predict: where the search starts
 NEAR = 0.15  # ... where the search ran no rate this near
 CALIBRATION_REPEATS = 3
+THREAD_ROUNDS, THREAD_CALLS = 8, 6  # the thread check: interleaved rounds of single-text calls
 Setting = tuple[str, dict[str, Any]]  # a batcher's kind and its parameters
 
 
@@ -139,6 +142,8 @@ class ServingStudy(Study):
         best = max(range(len(grid)), key=lambda i: searched[i].rate_rps)
         curves = [load_curve(fp32, grid[i], searched[i], QUICK_LOADS if quick else LOADS)
                   for i in best_per_batcher(grid, searched)]
+        threads = thread_cost(model_encode(ctx.model), ctx.texts,
+                              THREAD_ROUNDS // 2 if quick else THREAD_ROUNDS)
         rate, measured = max(searched[best].rate_rps, fp32.floor_rps), list(fp32.batches)
         with ctx.profiling.on():  # Scalene's view of serving: one more run at capacity,
             fp32.run(*grid[best], rate, fp32.requests(rate), inline=True)  # slowed: not fitted
@@ -160,7 +165,8 @@ class ServingStudy(Study):
                 "search": ("one batcher, its largest batch, a coarse search (--quick)" if quick
                            else f"{len(grid)} batcher settings"),
                 "configs": configs, "curves": curves, "service_model": service.to_dict(),
-                "prediction": prediction, "target_rps": serving.target_rps, "fleet": fleet}
+                "prediction": prediction, "target_rps": serving.target_rps, "fleet": fleet,
+                "thread_cost": threads}
 
     @staticmethod
     def headline(result: dict[str, Any]) -> dict[str, Any]:
@@ -194,6 +200,45 @@ class ServingStudy(Study):
         return [metric(f"capacity_rps_p{slo['percentile']:g}_{slo['target_ms']:g}ms",
                        f"capacity at {target}", ServingStudy.NAME, "requests/s", "higher",
                        [rate])]
+
+
+def thread_cost(encode: Encode, texts: list[str], rounds: int,
+                calls: int = THREAD_CALLS) -> dict[str, Any]:
+    """One text per call on this (main) thread against a worker thread, in interleaved rounds.
+
+    The study serves from a worker thread, as a server whose framework owns the main thread
+    does; torch may run each call slower off the main thread, so the page says by how much.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from profiler.measure.rounds import paired_ratio
+
+    emit("config", label="main thread against a worker thread", index=0, total=1)
+    chosen = [texts[(i * 7919) % len(texts)] for i in range(calls)]
+
+    def timed() -> float:
+        started = time.perf_counter()
+        for text in chosen:
+            encode([text], 1)
+        return calls / (time.perf_counter() - started)
+
+    main, worker = [], []
+    with ThreadPoolExecutor(1, thread_name_prefix="profiler-serving") as pool:
+        pool.submit(timed).result()  # warm both threads
+        timed()
+        for index in range(rounds):
+            first_main = index % 2 == 0  # alternate which goes first
+            if first_main:
+                main.append(timed())
+            worker.append(pool.submit(timed).result())
+            if not first_main:
+                main.append(timed())
+    ratio = paired_ratio(main, worker)  # worker calls/s over main calls/s
+    emit("done", label="main thread against a worker thread",
+         summary=f"worker thread {ratio.estimate:.2f}× the main thread's speed")
+    return {"rounds": rounds, "calls": calls,
+            "main_ms": 1000 / float(np.median(main)), "worker_ms": 1000 / float(np.median(worker)),
+            "worker_speed": ratio.estimate, "ci95": [ratio.low, ratio.high]}
 
 
 def _computer(ctx: StudyContext, encode: Encode) -> Callable[[Batch], Any]:
