@@ -290,6 +290,11 @@ def test_serving_page_shows_every_capacity_and_the_fleet(bulk_build: Path) -> No
         assert fleet[name][next(k for k in fleet[name] if k.startswith("Replicas"))] == (
             str(plan["replicas"]) if plan["replicas"] else "none found")
     assert len(page.specs) == 5  # capacity, latency against load, queue/compute, simulated, fleet
+    threads = result["thread_cost"]  # the worker thread the study serves from, against main
+    assert threads["rounds"] == 8 and min(threads["main_ms"], threads["worker_ms"]) > 0
+    assert (f"median {fmt(threads['main_ms'])} ms on the main thread and "
+            f"{fmt(threads['worker_ms'])} ms on a worker thread") in " ".join(page.text.split())
+    assert f"ran at {fmt(threads['worker_speed'], 2)}× the main thread's speed" in page.text
 
     summary = json.loads((run_dir / "summary.json").read_text())
     home = read_page(bulk_build / "site" / "index.html")

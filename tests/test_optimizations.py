@@ -334,3 +334,53 @@ def test_no_baseline_means_no_comparison(tiny_model: Path, monkeypatch: pytest.M
         assert row["status"] == "skipped" and "baseline" in row["reason"]
         assert row["speedup"] is None
     assert OptimizationsStudy.headline(result)["best"] is None
+
+
+def planted(per_text_s: float, noise: float = 0.0) -> Any:
+    """A configuration that takes `per_text_s` a text and returns the model's embeddings, perturbed
+    by `noise`: a test double at the encode boundary, its speed set by the test, not the CPU."""
+    import numpy as np
+
+    @contextmanager
+    def build(ctx: StudyContext) -> Iterator[Encode]:
+        rows = dict(zip(ctx.texts, model_encode(ctx.model)(ctx.texts, 8), strict=True))
+        rng = np.random.default_rng(0)
+
+        def encode(texts: list[str], batch_size: int) -> Any:
+            time.sleep(per_text_s * len(texts))
+            found = np.stack([rows[text] for text in texts])
+            return found + noise * rng.standard_normal(found.shape) if noise else found
+        yield encode
+    return build
+
+
+def test_quick_and_full_agree_on_the_best_configuration(
+        tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same method, two budgets: both find the lossless 1.5× change and pass over the lossy one."""
+    import profiler.studies.optimizations as study
+    from profiler.analysis.recommendations import best_configuration
+
+    base = planted(0.003)
+    monkeypatch.setattr(study, "variants_of", lambda ctx: [
+        Variant("fp32", "fp32 baseline", "none", "model", base),
+        Variant("fp32_default", "fp32 at 32", "none", "model.encode(texts)", base,
+                batch_size=32, group="fp32"),
+        Variant("faster", "a lossless change, 1.5x", "one line", "faster()", planted(0.002)),
+        Variant("lossy", "a lossy change, 3x", "one line", "lossy()", planted(0.001, 0.5))])
+    found = {}
+    for quick in (False, True):
+        timing = dataclasses.replace(TIMING, max_rounds=12 if quick else 24,
+                                     precision=0.06 if quick else 0.03)
+        ctx = dataclasses.replace(_context(tiny_model), settings=Settings(
+            timing=timing, length_batch_size=4, batch_sizes=(2, 8), request_size=40, quick=quick))
+        result = OptimizationsStudy().run(ctx)
+        rows = {e["name"]: e for e in result["experiments"]}
+        assert rows["lossy"]["speedup"] > rows["faster"]["speedup"] > 1.2
+        assert rows["lossy"]["quality"]["cosine_mean"] < 0.995
+        found[quick] = best_configuration(result)
+    assert found[False] is not None and found[True] is not None
+    assert found[False]["name"] == found[True]["name"] == "faster"
+    (low, high), (quick_low, _) = (found[q]["speedup_ci95"] for q in (False, True))
+    assert low <= found[True]["speedup"] * 1.02 and found[True]["speedup"] <= high * 1.02
+    assert quick_low < 1.5 and all(1.3 < found[q]["speedup"] < 1.6 for q in found)  # per-call
+    # costs beside the planted sleeps keep the measured gain a little under 1.5

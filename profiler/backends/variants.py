@@ -324,7 +324,7 @@ def _threads() -> int:
 
 
 ONNX_SNIPPET = """\
-# sentence-transformers' own ONNX backend (needs optimum-onnx, which pins transformers < 4.58):
+# not measured in this row: sentence-transformers' own ONNX backend (needs optimum-onnx)
 model = SentenceTransformer(model_name, backend="onnx")
 # what this profiler measured, with the transformers installed here:
 from profiler.backends.onnx import OnnxEncoder, export_onnx
@@ -339,7 +339,7 @@ def onnx_int8_snippet() -> str:
 
     config = choose_quant_config(cpu_flags()).name
     return f"""\
-# sentence-transformers' helper (needs optimum-onnx):
+# not measured in this row: sentence-transformers' helper (needs optimum-onnx)
 export_dynamic_quantized_onnx_model(model, "{config}", model_name_or_path)
 # what this profiler measured, with the transformers installed here:
 from profiler.backends.onnx import OnnxEncoder, export_onnx, quantize_int8
@@ -350,7 +350,7 @@ embeddings = encoder.encode(texts, batch_size=BATCH)"""
 
 
 OPENVINO_SNIPPET = """\
-# sentence-transformers' own backend (needs optimum-intel):
+# not measured in this row: sentence-transformers' own backend (needs optimum-intel)
 model = SentenceTransformer(model_name, backend="openvino")
 # what this profiler measured, with the openvino package alone:
 from profiler.backends.onnx import export_onnx
@@ -359,7 +359,8 @@ encoder = OpenVinoEncoder(model, export_onnx(model, Path("onnx")), "{precision}"
 embeddings = encoder.encode(texts, batch_size=BATCH)"""
 
 NNCF_SNIPPET = """\
-# sentence-transformers' helper (needs optimum-intel; calibrates on GLUE sst2 unless told):
+# not measured in this row: sentence-transformers' helper (needs optimum-intel;
+# it calibrates on GLUE sst2 unless told otherwise)
 export_static_quantized_openvino_model(model, OVQuantizationConfig(), model_name_or_path)
 # what this profiler measured, with openvino and nncf alone, calibrated on your corpus:
 calibration_texts = corpus[:300]  # texts like yours, apart from those you evaluate on
