@@ -119,6 +119,9 @@ def print_comparisons(console: Console, tracked: Any) -> None:
             if row.get("unreliable"):
                 console.print(f"  [yellow]{escape(row['title'])}:[/yellow] {escape(row['reason'])}",
                               soft_wrap=True)
+        if (smallest := comparison.detectable()) is not None:
+            console.print(f"  with this noise the gate can call a change only beyond "
+                          f"±{smallest:.0%} (median over the metrics)")
         if comparison.calibration:
             console.print(f"  machine calibration (fp32 matmul): "
                           f"{comparison.calibration['change']:+.1%} between the runs")

@@ -198,3 +198,25 @@ def test_a_pinned_baseline_is_compared_too(tmp_path: Path) -> None:
     done = run_cli("compare", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "vs baseline 20260001" in done.stderr and "vs previous 20260002" in done.stderr
+
+
+def test_each_verdict_says_the_smallest_change_it_could_call() -> None:
+    import math
+
+    from profiler.analysis.compare import detectable
+
+    # an interval of ±10% in log space clears a 5% margin only beyond log(1.05) + log(1.1)
+    assert detectable(math.expm1(-math.log(1.1)), 0.1, 0.05) == pytest.approx(1.05 * 1.1 - 1)
+    assert detectable(-0.01, 0.01, 0.05) == pytest.approx(0.06, abs=1e-3)
+    assert detectable(float("nan"), 0.1, 0.05) is None
+    unknown = compare_runs(record(1), record(2), [], "previous")  # the 10% prior noise
+    history = [record(i) for i in range(3, 10)]
+    known = compare_runs(record(1), record(2), history, "previous")
+    for comparison in (unknown, known):
+        for row in comparison.rows:
+            if row["low"] is not None:
+                assert row["detectable"] == pytest.approx(
+                    detectable(row["low"], row["high"], row["margin"]))
+                assert row["detectable"] > row["margin"]
+    assert unknown.detectable() > 0.2 > known.detectable()  # history tells a quieter machine
+    assert unknown.to_dict()["detectable"] == unknown.detectable()

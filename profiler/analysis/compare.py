@@ -58,9 +58,15 @@ class Comparison(Record):
                 found[row["state"]] = found.get(row["state"], 0) + 1
         return found
 
+    def detectable(self) -> float | None:
+        """The median over the metrics of the smallest change each could be called for."""
+        found = [r["detectable"] for r in self.rows if r.get("detectable") is not None]
+        return float(np.median(found)) if found else None
+
     def to_dict(self) -> dict[str, Any]:
         """Return the comparison as plain data."""
-        return {**super().to_dict(), "regressed": self.regressed, "counts": self.counts()}
+        return {**super().to_dict(), "regressed": self.regressed, "counts": self.counts(),
+                "detectable": self.detectable()}
 
 
 def compare_runs(before: dict[str, Any], after: dict[str, Any], history: list[dict[str, Any]],
@@ -80,10 +86,23 @@ def compare_runs(before: dict[str, Any], after: dict[str, Any], history: list[di
     pairs = [(_sampled(a, margins, noise=_noise(a, history, before, after, drift)),
               _sampled(b, margins, noise=0.0)) for a, b in shared]
     verdicts = judge(pairs, calibration=interval)
-    rows = [{**_side_by_side(a, b), **v.to_dict(), "noise": pair[0].noise}
+    rows = [{**_side_by_side(a, b), **v.to_dict(), "noise": pair[0].noise,
+             "detectable": detectable(v.low, v.high, v.margin)}
             for (a, b), v, pair in zip(shared, verdicts, pairs, strict=True)]
     return Comparison(label, before["run_id"], after["run_id"], True, None, calibration,
                       libraries, rows)
+
+
+def detectable(low: float, high: float, margin: float) -> float | None:
+    """The smallest relative change this comparison could call REGRESSED or IMPROVED.
+
+    A change is called only when its whole interval lies beyond the margin; an interval as wide
+    as this one (half-width h in log space) clears the margin L only when |d| > L + h.
+    """
+    if not (math.isfinite(low) and math.isfinite(high)) or min(low, high) <= -1:
+        return None
+    half = (math.log1p(high) - math.log1p(low)) / 2
+    return math.expm1(math.log1p(margin) + half)
 
 
 def _shared_metrics(before: dict[str, Any],
