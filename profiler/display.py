@@ -125,6 +125,8 @@ def print_comparisons(console: Console, tracked: Any) -> None:
         if comparison.calibration:
             console.print(f"  machine calibration (fp32 matmul): "
                           f"{comparison.calibration['change']:+.1%} between the runs")
+        if comparison.model_change:
+            console.print(f"  model changed: {escape(comparison.model_change)}")
         for change in comparison.libraries:
             console.print(f"  library changed: {escape(change)}")
     if tracked.confirmed and tracked.confirmed["studies"]:

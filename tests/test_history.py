@@ -220,3 +220,29 @@ def test_each_verdict_says_the_smallest_change_it_could_call() -> None:
                 assert row["detectable"] > row["margin"]
     assert unknown.detectable() > 0.2 > known.detectable()  # history tells a quieter machine
     assert unknown.to_dict()["detectable"] == unknown.detectable()
+
+
+def test_new_weights_under_the_same_name_are_judged_and_named() -> None:
+    """A team's new model version is the change the gate is for: judged, with the change said."""
+    new_weights = {"name": "tiny", "sha256": "cd" * 32}
+    history = [record(i) for i in range(3, 10)]
+    slower = compare_runs(record(1), record(2, throughput=75.0, n=10, model=new_weights),
+                          history, "previous")
+    assert slower.comparable and slower.model_change == "weights abababab -> cdcdcdcd"
+    assert state(slower, "bulk_best_texts_per_s") == "REGRESSED"
+    assert slower.to_dict()["model_change"] == slower.model_change
+    same = compare_runs(record(1), record(2), history, "previous")
+    assert same.model_change is None
+    other = compare_runs(record(1), record(2, model={"name": "other", "sha256": "cd" * 32}),
+                         history, "previous")
+    assert not other.comparable and "different models" in (other.warning or "")
+
+
+def test_a_step_where_the_weights_changed_is_not_taken_for_noise() -> None:
+    old = [record(i, seed=i) for i in range(3, 8)]
+    new = [record(i, throughput=60.0, seed=i, model={"name": "tiny", "sha256": "cd" * 32})
+           for i in range(8, 13)]
+    spread = history_noise("bulk_best_texts_per_s", old + new, record(1), record(2))
+    assert spread is not None and spread < 0.05  # each version's runs agree within a few %
+    pooled = [{**r, "model": {"name": "tiny", "sha256": "ab" * 32}} for r in old + new]
+    assert history_noise("bulk_best_texts_per_s", pooled, record(1), record(2)) > 0.2

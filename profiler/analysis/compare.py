@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from profiler.analysis.verdicts import DEFAULT_MARGIN, FDR_Q, Sampled, judge, statistic
-from profiler.history.store import fingerprint, incomparable
+from profiler.history.store import fingerprint, incomparable, weights_change
 from profiler.measure.metrics import Metric
 from profiler.measure.validity import reason_of
 from profiler.storage import Record
@@ -44,6 +44,7 @@ class Comparison(Record):
     libraries: list[str]  # "torch 2.12.0 -> 2.13.0", beside the verdicts
     rows: list[dict[str, Any]] = field(default_factory=list)
     q: float = FDR_Q
+    model_change: str | None = None  # the same model's weights changed between the runs
 
     @property
     def regressed(self) -> list[str]:
@@ -90,7 +91,7 @@ def compare_runs(before: dict[str, Any], after: dict[str, Any], history: list[di
              "detectable": detectable(v.low, v.high, v.margin)}
             for (a, b), v, pair in zip(shared, verdicts, pairs, strict=True)]
     return Comparison(label, before["run_id"], after["run_id"], True, None, calibration,
-                      libraries, rows)
+                      libraries, rows, model_change=weights_change(before, after))
 
 
 def detectable(low: float, high: float, margin: float) -> float | None:
@@ -137,19 +138,31 @@ def _noise(metric: Metric, history: list[dict[str, Any]], before: dict[str, Any]
 
 def history_noise(name: str, history: list[dict[str, Any]], before: dict[str, Any],
                   after: dict[str, Any]) -> float | None:
-    """Robust relative spread (1.4826 x MAD of the log) of a metric over comparable runs."""
+    """Robust relative spread (1.4826 x MAD of the log) of a metric over comparable runs.
+
+    Each model version (weights) is centred on its own median first, so a step in speed where
+    the weights changed is not taken for noise.
+    """
     key = fingerprint(after)
-    values = []
+    found_runs: list[tuple[str, float]] = []
     for run in history:
         if run["run_id"] in (before["run_id"], after["run_id"]) or fingerprint(run) != key:
             continue
         found = next((m for m in run["metrics"] if m["name"] == name), None)
         if found and found["samples"] and min(found["samples"]) > 0:
-            values.append(math.log(statistic(tuple(found["samples"]), found["quantile"])))
-    values = values[-NOISE_RUNS:]
-    if len(values) < MIN_NOISE_RUNS:
+            found_runs.append((str(run["model"].get("sha256")), math.log(
+                statistic(tuple(found["samples"]), found["quantile"]))))
+    found_runs = found_runs[-NOISE_RUNS:]
+    if len(found_runs) < MIN_NOISE_RUNS:
         return None
-    logs = np.asarray(values)
+    versions: dict[str, list[float]] = {}
+    for version, value in found_runs:
+        versions.setdefault(version, []).append(value)
+    deviations = [value - float(np.median(values)) for values in versions.values()
+                  if len(values) > 1 for value in values]
+    if len(deviations) < MIN_NOISE_RUNS:
+        return None
+    logs = np.asarray(deviations)
     return float(1.4826 * np.median(np.abs(logs - np.median(logs))))
 
 

@@ -63,8 +63,12 @@ def machine_of(system: dict[str, Any]) -> dict[str, Any]:
 
 
 def fingerprint(record: dict[str, Any]) -> str:
-    """A short hash of what must match for two runs to be judged against each other."""
-    key = {"machine": record["machine"], "model": record["model"],
+    """A short hash of what must match for two runs to be judged against each other.
+
+    The model counts by its name: new weights under the same name are the change a gate is
+    for, so they are judged (and named beside the verdicts), never set apart.
+    """
+    key = {"machine": record["machine"], "model": record["model"]["name"],
            "workload": record["workload"], "request": record["request"]}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -73,9 +77,18 @@ def incomparable(a: dict[str, Any], b: dict[str, Any]) -> str | None:
     """Why runs `a` and `b` must not be judged against each other, or None if they may."""
     for key, what in (("machine", "machines"), ("model", "models"),
                       ("workload", "workloads"), ("request", "requests")):
-        if a[key] != b[key]:
+        same = (a[key]["name"] == b[key]["name"]) if key == "model" else a[key] == b[key]
+        if not same:
             return (f"different {what}: {describe(key, a[key])} vs {describe(key, b[key])}")
     return None
+
+
+def weights_change(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """"weights 53aa5117 -> 9c1d22aa" when the same-named model's weights differ, else None."""
+    old, new = a["model"].get("sha256"), b["model"].get("sha256")
+    if old == new:
+        return None
+    return f"weights {(old or 'unknown')[:8]} -> {(new or 'unknown')[:8]}"
 
 
 def describe(key: str, value: Any) -> str:
