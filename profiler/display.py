@@ -112,7 +112,7 @@ def print_comparisons(console: Console, tracked: Any) -> None:
         for row in comparison.rows:
             table.add_row(escape(row["title"]), f"{row['before']:,.4g} {row['unit']}",
                           f"{row['after']:,.4g} {row['unit']}",
-                          f"{row['change']:+.1%} ({row['low']:+.1%} to {row['high']:+.1%})",
+                          _change(row),
                           f"[{STATE_STYLES[row['state']]}]{row['state']}[/]")
         console.print(table)
         for row in comparison.rows:
@@ -131,3 +131,10 @@ def print_comparisons(console: Console, tracked: Any) -> None:
             console.print(f"  library changed: {escape(change)}")
     if tracked.confirmed and tracked.confirmed["studies"]:
         console.print(f"confirmed by re-measuring: {', '.join(tracked.confirmed['studies'])}")
+
+
+def _change(row: dict[str, Any]) -> str:
+    """A verdict's change and interval, or why it has none (a metric that could not be judged)."""
+    if None in (row.get("change"), row.get("low"), row.get("high")):
+        return f"— ({row.get('reason') or 'not judged'})"
+    return f"{row['change']:+.1%} ({row['low']:+.1%} to {row['high']:+.1%})"

@@ -246,3 +246,46 @@ def test_a_step_where_the_weights_changed_is_not_taken_for_noise() -> None:
     assert spread is not None and spread < 0.05  # each version's runs agree within a few %
     pooled = [{**r, "model": {"name": "tiny", "sha256": "ab" * 32}} for r in old + new]
     assert history_noise("bulk_best_texts_per_s", pooled, record(1), record(2)) > 0.2
+
+
+def test_a_one_sample_metric_is_judged_only_once_history_tells_its_noise() -> None:
+    """Two identical builds' searched capacities differed by 27%: a prior is no noise estimate."""
+    def with_capacity(index: int, rps: float) -> dict[str, Any]:
+        run = record(index)
+        run["metrics"] = [*run["metrics"], {
+            "name": "capacity_rps_p95_100ms", "title": "capacity", "study": "serving",
+            "unit": "requests/s", "direction": "higher", "samples": [rps], "quantile": 0.5,
+            "calibrated": True}]
+        return run
+
+    fresh = compare_runs(with_capacity(1, 23.3), with_capacity(2, 17.1), [], "previous")
+    row = next(r for r in fresh.rows if r["name"] == "capacity_rps_p95_100ms")
+    assert row["state"] == "INCONCLUSIVE" and row["noise"] == 0.0
+    history = [with_capacity(i, 23.0 * (1 + 0.01 * (i % 3))) for i in range(3, 10)]
+    known = compare_runs(with_capacity(1, 23.3), with_capacity(2, 11.0), history, "previous")
+    assert state(known, "capacity_rps_p95_100ms") == "REGRESSED"
+
+
+def test_a_metric_that_could_not_be_judged_is_shown_with_its_reason() -> None:
+    """A capacity search that found no passing rate records 0: the page and the console say why."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from profiler.display import print_comparisons
+    from profiler.report.render import environment
+
+    after = record(2)
+    after["metrics"][0] = {**after["metrics"][0], "samples": [0.0] * 5}
+    comparison = compare_runs(record(1), after, [], "previous")
+    row = next(r for r in comparison.to_dict()["rows"] if r["name"] == "bulk_best_texts_per_s")
+    assert row["state"] == "INCONCLUSIVE" and row["low"] is None and row["detectable"] is None
+    env = environment(Path(__file__).parents[1] / "templates")
+    page = env.from_string('{% from "_macros.j2" import verdicts %}{{ verdicts(c) }}').render(
+        c=comparison.to_dict())
+    assert "— (INCONCLUSIVE: " in page and "bulk at its fastest batch size" in page
+    out = io.StringIO()
+    print_comparisons(Console(file=out, width=200), SimpleNamespace(
+        problems=[], comparisons=[comparison], confirmed=None))
+    assert "— (INCONCLUSIVE" in out.getvalue()

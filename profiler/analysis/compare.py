@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from profiler.analysis.verdicts import DEFAULT_MARGIN, FDR_Q, Sampled, judge, statistic
+from profiler.analysis.verdicts import (
+    DEFAULT_MARGIN,
+    FDR_Q,
+    MIN_SAMPLES,
+    Sampled,
+    judge,
+    statistic,
+)
 from profiler.history.store import fingerprint, incomparable, weights_change
 from profiler.measure.metrics import Metric
 from profiler.measure.validity import reason_of
@@ -131,6 +138,8 @@ def _noise(metric: Metric, history: list[dict[str, Any]], before: dict[str, Any]
     """Run-to-run relative noise of one metric: history's spread (a prior until there is
     enough history), or the machine's drift within either build, whichever is larger."""
     spread = history_noise(metric.name, history, before, after)
+    if spread is None and len(metric.samples) < MIN_SAMPLES:
+        return 0.0  # one figure a run (a searched capacity): only history can say its noise
     if spread is None:
         spread = PRIOR_NOISE if metric.calibrated else PRIOR_NOISE_UNCALIBRATED
     return max(spread, drift) if metric.calibrated else spread
