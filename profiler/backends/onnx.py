@@ -92,7 +92,7 @@ class StaticModel:
 
     path: Path
     graph: str  # how it was exported, quantized and calibrated, on how many texts
-    quantized: int  # weight layers that run in int8
+    quantized: int  # quantized nodes: MatMuls run in int8 (ONNX Runtime), FakeQuantize (NNCF)
     kept: int  # weight layers left in fp32 (their input's range is too wide for one scale)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,8 +89,8 @@ def quantize_nncf(onnx_path: Path, out_dir: Path, model: SentenceTransformer,
         ov.save_model(quantized, str(path))
     except Exception as error:
         raise ProfilerError(f"NNCF quantization failed: {first_line(error)}") from error
-    layers = sum(op.get_type_name() in ("MatMul", "FullyConnected") for op in quantized.get_ops())
-    fake = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops())
+    ops = Counter(op.get_type_name() for op in quantized.get_ops())
+    layers, fake = ops["MatMul"] + ops["FullyConnected"], ops["FakeQuantize"]
     description = (f"{graph_origin(onnx_path)} + nncf {nncf.__version__} quantize (static int8, "
                    f"transformer preset, {len(calibration)} corpus texts apart from the quality "
                    f"texts): {fake} FakeQuantize around {layers} MatMuls")
