@@ -98,10 +98,11 @@ class Serving:
     max_run_s: float = 8.0  # again this long, or as 4x that count if longer; no rate is run
     # whose fewest requests would take longer than 4 x max_run_s
     queue_limit: int = 1000  # requests queued past this are dropped (and counted)
+    search_budget_s: float = 60.0  # one setting's capacity search stops narrowing after this
     tolerance: float = 0.2  # a simulation further than this from the measurement is not trusted
 
     def __post_init__(self) -> None:
-        for name in ("slo_ms", "target_rps", "min_run_s", "max_run_s"):
+        for name in ("slo_ms", "target_rps", "min_run_s", "max_run_s", "search_budget_s"):
             if not _is_number(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ProfilerError(f"serving.{name} must be a number > 0, got "
                                     f"{getattr(self, name)!r}")

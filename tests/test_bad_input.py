@@ -248,6 +248,8 @@ CASES: list[tuple[str, Setup, tuple[str, ...], str, int]] = [
      "error: margins.default must be a fraction in (0, 1), got 1.5", 1),
     ("toml-serving-empty-grid", put("profiler.toml", "[serving]\nmax_batch = []\n"), build(),
      "error: give at least one serving.max_batch value", 1),
+    ("toml-serving-search-budget-zero", put("profiler.toml", "[serving]\nsearch_budget_s = 0\n"),
+     build(), "error: serving.search_budget_s must be a number > 0, got 0", 1),
     ("toml-serving-no-batcher", put("profiler.toml", "[serving]\nbatchers = []\n"), build(),
      "error: serving.batchers must name at least one batcher", 1),
     ("toml-serving-unknown-batcher", put("profiler.toml", "[serving]\nbatchers = ['lifo']\n"),

@@ -540,3 +540,27 @@ def test_the_thread_check_measures_the_worker_against_the_main_thread(
     low, high = found["ci95"]
     assert (high < 1) if slower else (low > 1)
     assert 0.3 < found["worker_speed"] * (worker_s / main_s) < 3
+
+
+def test_a_spent_time_budget_stops_the_search_unconfirmed_and_says_how_wide(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    server = scripted(edge(17.0, confirm=True, step_down=True))
+
+    def ten_seconds_a_run(rate: float, count: int) -> Trial:
+        now[0] += 10.0
+        return server(rate, count)
+
+    monkeypatch.setattr("profiler.serving.capacity.time.monotonic", lambda: now[0])
+    unbounded = find_capacity(Search(ten_seconds_a_run, 0.1, 100.0, 95), 10.0, 0.1)
+    assert unbounded.ended == "resolution" and unbounded.confirmed
+    assert unbounded.bracket is not None and unbounded.bracket <= 0.1
+    spent = len(unbounded.runs)
+
+    now[0] = 0.0
+    capacity = find_capacity(Search(ten_seconds_a_run, 0.1, 100.0, 95, budget_s=25.0), 10.0, 0.1)
+    assert capacity.ended == "budget" and not capacity.confirmed
+    assert len(capacity.runs) == 3 < spent  # start (pass), double (fail), one bisection
+    assert capacity.rate_rps == pytest.approx(math.sqrt(200.0)) and capacity.failed_rps == 20.0
+    assert capacity.describe(95, 100).endswith(
+        "(not confirmed; its time budget ended the search within 41%)")

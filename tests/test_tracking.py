@@ -65,8 +65,8 @@ def test_builds_are_recorded_judged_charted_and_gated(bulk_build: Path, tiny_mod
     assert {r["Metric"] for r in verdict_rows} == {r["title"] for r in previous["rows"]}
     for page_row in verdict_rows:  # what each verdict could have seen, from its own interval
         row = next(r for r in previous["rows"] if r["title"] == page_row["Metric"])
-        assert page_row["Smallest change it can call"] == f"±{100 * row['detectable']:.0f}%"
-    assert f"only beyond ±{100 * previous['detectable']:.0f}%" in home.text
+        assert page_row["Smallest change it can call"] == f"±{100 * row['detectable']:,.0f}%"
+    assert f"only beyond ±{100 * previous['detectable']:,.0f}%" in home.text
     assert "Benjamini" in home.text and "baseline.json" in home.text
     targets = {r["Target"]: r for r in table_by_header(home, "Target", "Result")}
     assert set(targets) == {"Throughput", "p95 latency per text", "Peak memory"}

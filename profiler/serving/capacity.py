@@ -1,10 +1,12 @@
 """The highest arrival rate whose latency percentile stays within its target, found the way
 MLPerf LoadGen finds it: from a rate that passes, double until a run fails, bisect to a stated
-resolution, and confirm the answer with one more run."""
+resolution, and confirm the answer with one more run. A search with a time budget stops
+bisecting when the budget is spent and says so: its bracket is then wider than asked."""
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +29,12 @@ class Capacity(Record):
     # short to tell at the longest run); None: every rate tried passed
     resolution: float
     runs: tuple[Trial, ...]
+    ended: str = "resolution"  # or "budget": the time budget ran out before the resolution
+
+    @property
+    def bracket(self) -> float | None:
+        """How far apart the passing rate and the lowest failing one are (0.25: 25%)."""
+        return self.failed_rps / self.rate_rps - 1 if self.failed_rps and self.rate_rps else None
 
     def describe(self, percentile: float, target_ms: float) -> str:
         """`312 requests/s at p95 ≤ 100 ms (confirmed)`."""
@@ -34,6 +42,8 @@ class Capacity(Record):
             return (f"no rate down to {self.failed_rps or 0:,.1f} requests/s kept p{percentile:g} "
                     f"≤ {target_ms:g} ms")
         state = "confirmed" if self.confirmed else "not confirmed"
+        if self.ended == "budget":
+            state += f"; its time budget ended the search within {100 * (self.bracket or 0):.0f}%"
         least = "at least " if self.failed_rps is None else ""
         return (f"{least}{self.rate_rps:,.1f} requests/s at p{percentile:g} ≤ {target_ms:g} ms "
                 f"({state})")
@@ -49,6 +59,7 @@ class Search:
     max_run_s: float
     percentile: float
     extend_to: int = EXTEND_TO  # an undecided run may grow to this many early-stopping counts
+    budget_s: float | None = None  # bisection and confirmation stop once the search took this
 
     @property
     def floor_rps(self) -> float:
@@ -77,6 +88,10 @@ def find_capacity(search: Search, start_rps: float, resolution: float,
                   on_trial: Callable[[Trial], None] = lambda t: None) -> Capacity:
     """Search the capacity from `start_rps`; every run is kept in the result."""
     runs: list[Trial] = []
+    deadline = math.inf if search.budget_s is None else time.monotonic() + search.budget_s
+
+    def spent() -> bool:
+        return time.monotonic() >= deadline
 
     def passes(rate: float) -> bool:
         trials = search.trial(rate)
@@ -91,20 +106,24 @@ def find_capacity(search: Search, start_rps: float, resolution: float,
         if low < search.floor_rps:  # none passed: the capacity is below the slowest rate
             return Capacity(0.0, False, high, resolution, tuple(runs))
     for _ in range(MAX_DOUBLINGS):
-        if high is not None:
+        if high is not None or spent():
             break
         if passes(2 * low):
             low *= 2
         else:
             high = 2 * low
     if high is None:  # it kept up with every rate tried: a lower bound, said to be one
+        if spent():
+            return Capacity(low, False, None, resolution, tuple(runs), "budget")
         return Capacity(low, passes(low), None, resolution, tuple(runs))
-    while high / low - 1 > resolution:
+    while high / low - 1 > resolution and not spent():
         middle = math.sqrt(low * high)  # halves the ratio's log: the relative step
         if passes(middle):
             low = middle
         else:
             high = middle
+    if spent():  # not confirmed: the budget went on narrowing the bracket
+        return Capacity(low, False, high, resolution, tuple(runs), "budget")
     if passes(low):
         return Capacity(low, True, high, resolution, tuple(runs))
     lower = low / (1 + resolution)  # the answer sat on the edge: one step down, passed twice?

@@ -34,7 +34,8 @@ QUICK_RESOLUTION = 0.25
 QUICK_RUN_S = 1.0
 QUICK_EXTEND_TO = 2  # --quick: an undecided run grows to twice the early-stopping count, not 4x
 LOADS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)  # of capacity: latency against load, ...
-QUICK_LOADS = (0.5,)  # --quick: the search's own runs, and one at light load
+QUICK_LOADS: tuple[float, ...] = ()  # --quick: the search's own runs only
+QUICK_SEARCH_BUDGET_S = 20.0  # --quick: one setting's search, at most about this long
 START_SHARE = 0.5  # of the capacity the calibration batches predict: where the search starts
 NEAR = 0.15  # ... where the search ran no rate this near
 CALIBRATION_REPEATS = 3
@@ -72,6 +73,7 @@ class Bench:
     tokens: list[int]
     min_run_s: float
     extend_to: int = EXTEND_TO  # --quick: QUICK_EXTEND_TO
+    budget_s: float | None = None  # of one setting's capacity search
     batches: list[tuple[int, int, float]] = field(default_factory=list)
     seed: int = 0
 
@@ -108,7 +110,8 @@ class Bench:
     def search(self, kind: str, params: dict[str, Any], max_run_s: float) -> Search:
         """The capacity search's way to run one rate with this setting."""
         return Search(lambda rate, count: self.run(kind, params, rate, count),
-                      self.min_run_s, max_run_s, self.slo.percentile, self.extend_to)
+                      self.min_run_s, max_run_s, self.slo.percentile, self.extend_to,
+                      self.budget_s)
 
     def requests(self, rate: float) -> int:
         """A run's requests at `rate`: the early-stopping count, and at least min_run_s."""
@@ -136,7 +139,8 @@ class ServingStudy(Study):
         run_s = QUICK_RUN_S if quick else serving.min_run_s
         extend_to = QUICK_EXTEND_TO if quick else EXTEND_TO
         fp32 = Bench("fp32", "fp32 (plain model.encode)", _computer(ctx, model_encode(ctx.model)),
-                     serving, slo, tokens, run_s, extend_to)
+                     serving, slo, tokens, run_s, extend_to,
+                     QUICK_SEARCH_BUDGET_S if quick else serving.search_budget_s)
         start = start_rps(fp32, grid[0], resolution)
         searched = search_grid(fp32, grid, resolution, serving, start)
         best = max(range(len(grid)), key=lambda i: searched[i].rate_rps)
@@ -160,7 +164,7 @@ class ServingStudy(Study):
                               balance).to_dict() for balance in BALANCES]
         return {"slo": {"target_ms": slo.target_ms, "percentile": slo.percentile},
                 "request_texts": list(serving.request_texts), "quick": quick,
-                "resolution": resolution, "min_run_s": run_s,
+                "resolution": resolution, "min_run_s": run_s, "search_budget_s": fp32.budget_s,
                 "min_requests": min_queries(slo.percentile, 0),
                 "search": ("one batcher, its largest batch, a coarse search (--quick)" if quick
                            else f"{len(grid)} batcher settings"),
