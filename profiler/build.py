@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import multiprocessing
@@ -29,6 +30,7 @@ from profiler.rundir import CALIBRATION, CONFIG, SUMMARY, SYSTEM, TEXTS, RunDir
 from profiler.runner.process import (
     EventHandler,
     ScaleneOutcome,
+    Zygote,
     finish_profile,
     group_label,
     run_study,
@@ -121,10 +123,13 @@ def run_build(plan: Plan, workspace: Workspace, on_event: EventHandler,
         run.study_path(name, partial=True).unlink(missing_ok=True)
     calibration = _calibration_before(run, plan.device)
     failures: dict[str, str] = {}
-    for group in plan.groups:
-        todo = [name for name in group if not run.has_study(name)]
-        if todo:
-            failures.update(_run_group(staging, todo, plan.settings.scalene, on_event))
+    groups = [todo for group in plan.groups
+              if (todo := [name for name in group if not run.has_study(name)])]
+    # unprofiled studies fork from one process that imported the model stack once
+    forks = not plan.settings.scalene and len(groups) > 1
+    with Zygote(run.logs / "zygote.log") if forks else contextlib.nullcontext() as zygote:
+        for todo in groups:
+            failures.update(_run_group(staging, todo, plan.settings.scalene, on_event, zygote))
     run.write(CALIBRATION, {**calibration, "after": (after := calibrate(plan.device)),
                             "gflops": calibration["before"] + after})
     done = [name for name in plan.studies if run.has_study(name)]
@@ -238,11 +243,11 @@ def new_run_id(runs: Path) -> str:
 
 
 def _run_group(staging: Path, studies: list[str], use_scalene: bool,
-               on_event: EventHandler) -> dict[str, str]:
+               on_event: EventHandler, zygote: Zygote | None = None) -> dict[str, str]:
     """Run `studies` in one process; return why each study that did not finish failed."""
     started, run = time.perf_counter(), RunDir(staging)
     try:
-        outcome = run_study(staging, studies, use_scalene, on_event)
+        outcome = run_study(staging, studies, use_scalene, on_event, zygote)
     except RuntimeError as exc:
         log = run.logs / f"{group_label(studies)}.log"
         outcome = ScaleneOutcome("failed", f"the study process failed ({exc})")

@@ -28,6 +28,9 @@ def test_build_writes_results_pages_and_site(bulk_build: Path) -> None:
         assert json.loads((run_dir / name).read_text())["schema_version"] == SCHEMA_VERSION
     assert not list((tiny_project / "data" / "runs" / ".incomplete").iterdir())
     assert not (run_dir / "texts.jsonl").exists()  # the studies' copy of the corpus is not kept
+    for name in STUDIES:  # unprofiled, each study's process was forked from the zygote
+        assert (run_dir / "logs" / f"{name}.log").read_text().splitlines()[0].endswith(
+            f"worker.py {run_dir.parent / '.incomplete' / run_dir.name} {name} (forked)")
 
     result = json.loads((run_dir / "batch_size.json").read_text())
     assert result["model"]["embedding_dim"] == 32

@@ -263,3 +263,32 @@ def test_a_truncated_profile_is_named_not_published(tmp_path: Path) -> None:
     assert profile.read_bytes() == whole[: len(whole) // 2]
     profile.write_bytes(whole)
     check_gzip(profile)
+
+
+def test_the_zygote_forks_a_study_process_per_request_and_survives_their_failures(
+        tmp_path: Path, tiny_model: Path) -> None:
+    from profiler.runner.process import Zygote
+
+    seen: list[str] = []
+    log = tmp_path / "study.log"
+    missing = str(tmp_path / "no-such-run")
+    run = tmp_path / "run"  # a study that says it started, then loads a model
+    run.mkdir()
+    write_json(run / "config.json", {
+        "settings": {}, "device": "cpu", "corpus_path": str(tmp_path / "corpus.txt"),
+        "model_source": {"requested": "tiny", "path": str(tiny_model), "origin": "local"}})
+
+    def interrupt(line: str) -> None:
+        raise KeyboardInterrupt
+
+    with Zygote(tmp_path / "zygote.log") as zygote:
+        assert zygote.run([missing, "batch_size"], log, seen.append) == 1
+        assert "no-such-run" in log.read_text()  # the child's traceback went to its log
+        with pytest.raises(KeyboardInterrupt):  # Ctrl-C as the study's first event arrives
+            zygote.run([str(run), "batch_size"], log, interrupt)
+        assert all(ended(child, within_s=2.0)
+                   for child in psutil.Process(zygote.process.pid).children())
+        # the zygote still serves: the next study is forked and its end reported
+        assert zygote.run([missing, "leak"], log, seen.append) == 1
+        assert seen == []  # neither failed study printed an event
+    assert zygote.process.poll() is not None  # ended with the build

@@ -12,10 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from profiler.rundir import RunDir
 from profiler.runner.lifetime import BUILD_PID
+from profiler.runner.zygote import MESSAGE
 from profiler.storage import Record
 from profiler.studies.base import EVENT_PREFIX, PLAIN_PYTHON
 
@@ -51,14 +52,15 @@ def group_label(studies: list[str]) -> str:
     return studies[0] if len(studies) == 1 else "all-studies"
 
 
-def run_study(run_dir: Path, studies: list[str], use_scalene: bool,
-              on_event: EventHandler) -> ScaleneOutcome:
-    """Run `studies` in one child process; return how Scalene went. RuntimeError on failure."""
+def run_study(run_dir: Path, studies: list[str], use_scalene: bool, on_event: EventHandler,
+              zygote: Zygote | None = None) -> ScaleneOutcome:
+    """Run `studies` in one child process (forked from `zygote` when the run is unprofiled);
+    return how Scalene went. RuntimeError on failure."""
     label = group_label(studies)
     log = RunDir(run_dir).logs / f"{label}.log"
     plain = [sys.executable, str(WORKER), str(run_dir), ",".join(studies)]
     if not use_scalene:
-        _run(plain, log, on_event)
+        _run(plain, log, on_event, zygote)
         return ScaleneOutcome("disabled", "profiling switched off with --no-scalene")
     if importlib.util.find_spec("scalene") is None:
         _run(plain, log, on_event)
@@ -81,32 +83,116 @@ class StudyKilled(RuntimeError):
     """The study process was ended by a signal: killed (out of memory?) or crashed."""
 
 
-def _run(command: list[str], log: Path, on_event: EventHandler) -> None:
+def _run(command: list[str], log: Path, on_event: EventHandler,
+         zygote: Zygote | None = None) -> None:
+    """Run the worker `command` (forked from `zygote` when given); raise if it did not end well."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a", encoding="utf-8") as sink:
-        sink.write("$ " + " ".join(command) + "\n")
+        sink.write("$ " + " ".join(command) + (" (forked)" if zygote else "") + "\n")
         sink.flush()
-        # its own session: a Ctrl-C at the terminal reaches only this process, which then
-        # ends the study's whole process group (Scalene, the worker, its probes) itself
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=sink, text=True,
-                                   bufsize=1, env={**os.environ, PLAIN_PYTHON: sys.executable,
-                                                   BUILD_PID: str(os.getpid())},
-                                   start_new_session=True)
-        try:
-            assert process.stdout is not None
-            for line in process.stdout:
-                if line.startswith(EVENT_PREFIX):
-                    on_event(json.loads(line[len(EVENT_PREFIX):]))
-                else:
-                    sink.write(line)
-            code = process.wait()
-        finally:
-            end_group(process)
+        if zygote is not None:
+            code = zygote.run(command[2:], log, lambda line: _relay(line, sink, on_event))
+        else:
+            code = _popen(command, sink, lambda line: _relay(line, sink, on_event))
     said = last_error(log)
     if code < 0:
         raise StudyKilled(died_of(-code) + (f": {said}" if said != NO_OUTPUT else ""))
     if code != 0:
         raise RuntimeError(f"exit code {code}: {said}")
+
+
+def _relay(line: str, sink: TextIO, on_event: EventHandler) -> None:
+    """A study's event to the display; anything else it printed to its log."""
+    if line.startswith(EVENT_PREFIX):
+        on_event(json.loads(line[len(EVENT_PREFIX):]))
+    else:
+        sink.write(line)
+
+
+def study_env() -> dict[str, str]:
+    """A study process's environment: the interpreter for its probes, and the build to die with."""
+    return {**os.environ, PLAIN_PYTHON: sys.executable, BUILD_PID: str(os.getpid())}
+
+
+def _popen(command: list[str], stderr: TextIO, relay: Callable[[str], None]) -> int:
+    # its own session: a Ctrl-C at the terminal reaches only this process, which then
+    # ends the study's whole process group (Scalene, the worker, its probes) itself
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                               bufsize=1, env=study_env(), start_new_session=True)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            relay(line)
+        return process.wait()
+    finally:
+        end_group(process)
+
+
+class Zygote:
+    """The zygote of a build without Scalene: study processes forked after the model stack's
+    imports (profiler/runner/zygote.py). Use it as a context manager; it ends with the build."""
+
+    def __init__(self, log: Path) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = log.open("a", encoding="utf-8")
+        self.process = subprocess.Popen([sys.executable, "-m", "profiler.runner.zygote"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self.log, text=True, bufsize=1, env=study_env(),
+                                        start_new_session=True)
+
+    def __enter__(self) -> Zygote:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end_group(self.process)
+        self.log.close()
+
+    def run(self, argv: list[str], log: Path, relay: Callable[[str], None]) -> int:
+        """Fork a worker for `argv`, relay what it prints, and return its exit code."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps({"argv": argv, "log": str(log)}) + "\n")
+        self.process.stdin.flush()
+        pid = None
+        try:
+            for line in self.process.stdout:
+                if not line.startswith(MESSAGE):
+                    relay(line)
+                    continue
+                message = json.loads(line[len(MESSAGE):])
+                if "exit" not in message:
+                    pid = message["pid"]
+                elif message["pid"] == pid:
+                    pid = None
+                    return int(message["exit"])
+        finally:
+            if pid is not None:  # interrupted: end the study's session as for a process
+                _end_session(pid)
+                self._drain(pid)
+        self.process.wait()
+        raise RuntimeError(f"the process forking studies ended: {last_error(Path(self.log.name))}")
+
+
+    def _drain(self, pid: int) -> None:
+        """Pass over what an ended child left in the pipe, up to the zygote's word of its end."""
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            message = json.loads(line[len(MESSAGE):]) if line.startswith(MESSAGE) else {}
+            if message.get("pid") == pid and "exit" in message:
+                return
+
+
+def _end_session(pid: int, grace_s: float = 1.0) -> None:
+    """End the session (process group) that `pid` leads: politely, then for sure."""
+    import psutil
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + grace_s
+        while psutil.pid_exists(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 def end_group(process: subprocess.Popen[str], grace_s: float = 1.0) -> None:
