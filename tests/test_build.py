@@ -268,6 +268,30 @@ def test_failing_scalene_falls_back_to_a_plain_run(tiny_project: Path, tiny_mode
     assert study["result"]["points"]  # measured all the same, without the profiler
 
 
+def test_scalene_crashing_in_a_shared_process_reruns_only_the_unfinished_studies(
+        tiny_project: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from profiler.build import Workspace, plan_build, run_build
+    from profiler.config import load_settings
+    from profiler.runner import process as scalene_module
+
+    def crashes_after_the_first(run_dir: Path, studies: list[str], outfile: Path) -> list[str]:
+        first = [sys.executable, str(scalene_module.WORKER), str(run_dir), studies[0]]
+        return ["sh", "-c", " ".join(first) + " && exit 245"]  # Scalene's code for a SIGSEGV
+
+    monkeypatch.setattr(scalene_module, "scalene_command", crashes_after_the_first)
+    workspace = Workspace(tiny_project)
+    settings = load_settings({"model": str(tiny_model), "studies": ["leak", "stages"],
+                              "quick": True}, tiny_project)
+    run_dir = run_build(plan_build(settings, workspace), workspace, lambda event: None)
+    commands = [line for line in (run_dir / "logs" / "all-studies.log").read_text().splitlines()
+                if line.startswith("$ ")]
+    assert [c.split()[-1] for c in commands] == ["245", "stages"]  # the crash, then the rest
+    for name in ("leak", "stages"):
+        study = json.loads((run_dir / f"{name}.json").read_text())
+        assert study["scalene"]["status"] == "failed" and study["result"]
+        assert "1 studies it finished keep their figures" in study["scalene"]["reason"]
+
+
 @SHARED
 def test_serving_page_shows_every_capacity_and_the_fleet(bulk_build: Path) -> None:
     run_dir = (bulk_build / "data" / "latest").resolve()

@@ -72,8 +72,15 @@ def run_study(run_dir: Path, studies: list[str], use_scalene: bool, on_event: Ev
     except StudyKilled:
         raise  # the process was killed, not Scalene's doing: running it again would not help
     except RuntimeError as exc:
-        _run(plain, log, on_event)
-        return ScaleneOutcome("failed", f"Scalene failed ({exc}); the study ran unprofiled")
+        # studies that finished before the crash were timed with profiling off: they stand
+        rest = [name for name in studies
+                if not RunDir(run_dir).study_path(name, partial=True).is_file()]
+        if rest:
+            _run([*plain[:3], ",".join(rest)], log, on_event)
+        return ScaleneOutcome("failed", f"Scalene failed ({exc}); " + (
+            "the study ran unprofiled" if len(studies) == 1 else
+            f"{len(studies) - len(rest)} studies it finished keep their figures, measured with "
+            f"profiling off, and {len(rest)} ran again unprofiled"))
     if not outfile.is_file():
         return ScaleneOutcome("failed", "Scalene wrote no profile")
     return ScaleneOutcome("profiled", profile=str(outfile.relative_to(run_dir)))
