@@ -558,9 +558,11 @@ def test_a_spent_time_budget_stops_the_search_unconfirmed_and_says_how_wide(
     spent = len(unbounded.runs)
 
     now[0] = 0.0
-    capacity = find_capacity(Search(ten_seconds_a_run, 0.1, 100.0, 95, budget_s=25.0), 10.0, 0.1)
+    # a run starts only if it would end within the budget (90 requests at the rate)
+    capacity = find_capacity(Search(ten_seconds_a_run, 0.1, 100.0, 95, budget_s=35.0), 10.0, 0.1)
     assert capacity.ended == "budget" and not capacity.confirmed
-    assert len(capacity.runs) == 3 < spent  # start (pass), double (fail), one bisection
+    assert len(capacity.runs) == 3 < spent  # start (pass), double (fail), one bisection: at
+    # 30 s, the next (90 requests at 16.8/s, 5.4 s) would end past 35 s
     assert capacity.rate_rps == pytest.approx(math.sqrt(200.0)) and capacity.failed_rps == 20.0
     assert capacity.describe(95, 100).endswith(
         "(not confirmed; its time budget ended the search within 41%)")

@@ -66,9 +66,13 @@ class Search:
         """The slowest rate searched (see `floor_rps`)."""
         return floor_rps(self.percentile, self.max_run_s, self.extend_to)
 
+    def requests(self, rate: float) -> int:
+        """A run's requests at `rate`: the early-stopping count, and at least `min_run_s`."""
+        return max(min_queries(self.percentile, 0), math.ceil(rate * self.min_run_s))
+
     def trial(self, rate: float) -> list[Trial]:
         """Run `rate`; a run too short to judge is run again, as long as a run may be."""
-        count = max(min_queries(self.percentile, 0), math.ceil(rate * self.min_run_s))
+        count = self.requests(rate)
         trials = [self.run(rate, count)]
         # a slow rate may take longer than max_run_s to reach a few misses' worth of requests
         cap = max(math.ceil(rate * self.max_run_s),
@@ -90,8 +94,8 @@ def find_capacity(search: Search, start_rps: float, resolution: float,
     runs: list[Trial] = []
     deadline = math.inf if search.budget_s is None else time.monotonic() + search.budget_s
 
-    def spent() -> bool:
-        return time.monotonic() >= deadline
+    def spent(rate: float = 0.0) -> bool:  # or would be, by the end of a run at `rate`
+        return time.monotonic() + (search.requests(rate) / rate if rate else 0.0) >= deadline
 
     def passes(rate: float) -> bool:
         trials = search.trial(rate)
@@ -106,23 +110,23 @@ def find_capacity(search: Search, start_rps: float, resolution: float,
         if low < search.floor_rps:  # none passed: the capacity is below the slowest rate
             return Capacity(0.0, False, high, resolution, tuple(runs))
     for _ in range(MAX_DOUBLINGS):
-        if high is not None or spent():
+        if high is not None or spent(2 * low):
             break
         if passes(2 * low):
             low *= 2
         else:
             high = 2 * low
     if high is None:  # it kept up with every rate tried: a lower bound, said to be one
-        if spent():
+        if spent(2 * low):
             return Capacity(low, False, None, resolution, tuple(runs), "budget")
         return Capacity(low, passes(low), None, resolution, tuple(runs))
-    while high / low - 1 > resolution and not spent():
+    while high / low - 1 > resolution and not spent(math.sqrt(low * high)):
         middle = math.sqrt(low * high)  # halves the ratio's log: the relative step
         if passes(middle):
             low = middle
         else:
             high = middle
-    if spent():  # not confirmed: the budget went on narrowing the bracket
+    if spent(low):  # not confirmed: the budget went on narrowing the bracket
         return Capacity(low, False, high, resolution, tuple(runs), "budget")
     if passes(low):
         return Capacity(low, True, high, resolution, tuple(runs))

@@ -39,6 +39,7 @@ QUICK_SEARCH_BUDGET_S = 20.0  # --quick: one setting's search, at most about thi
 START_SHARE = 0.5  # of the capacity the calibration batches predict: where the search starts
 NEAR = 0.15  # ... where the search ran no rate this near
 CALIBRATION_REPEATS = 3
+PROFILED_REQUESTS = 10  # at least, in the run Scalene profiles
 THREAD_ROUNDS, THREAD_CALLS = 8, 6  # the thread check: interleaved rounds of single-text calls
 Setting = tuple[str, dict[str, Any]]  # a batcher's kind and its parameters
 
@@ -149,8 +150,8 @@ class ServingStudy(Study):
         threads = thread_cost(model_encode(ctx.model), ctx.texts,
                               THREAD_ROUNDS // 2 if quick else THREAD_ROUNDS)
         rate, measured = max(searched[best].rate_rps, fp32.floor_rps), list(fp32.batches)
-        with ctx.profiling.on():  # Scalene's view of serving: one more run at capacity,
-            fp32.run(*grid[best], rate, fp32.requests(rate), inline=True)  # slowed: not fitted
+        with ctx.profiling.on():  # Scalene's view of serving: min_run_s more at capacity,
+            fp32.run(*grid[best], rate, profiled_requests(rate, run_s), inline=True)  # not fitted
         service = ServiceModel.fit(measured)
         configs = [config_entry(fp32, grid, searched, best)]
         alternative = best_variant(ctx)
@@ -204,6 +205,11 @@ class ServingStudy(Study):
         return [metric(f"capacity_rps_p{slo['percentile']:g}_{slo['target_ms']:g}ms",
                        f"capacity at {target}", ServingStudy.NAME, "requests/s", "higher",
                        [rate])]
+
+
+def profiled_requests(rate: float, run_s: float) -> int:
+    """Requests in the run Scalene profiles: `run_s` of arrivals (no verdict needs more)."""
+    return max(PROFILED_REQUESTS, math.ceil(rate * run_s))
 
 
 def thread_cost(encode: Encode, texts: list[str], rounds: int,
