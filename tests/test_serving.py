@@ -566,3 +566,21 @@ def test_a_spent_time_budget_stops_the_search_unconfirmed_and_says_how_wide(
     assert capacity.rate_rps == pytest.approx(math.sqrt(200.0)) and capacity.failed_rps == 20.0
     assert capacity.describe(95, 100).endswith(
         "(not confirmed; its time budget ended the search within 41%)")
+
+
+def test_a_budget_spent_while_every_rate_passes_is_an_unconfirmed_lower_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    server = scripted(lambda rate, nth: "pass")
+
+    def ten_seconds_a_run(rate: float, count: int) -> Trial:
+        now[0] += 10.0
+        return server(rate, count)
+
+    monkeypatch.setattr("profiler.serving.capacity.time.monotonic", lambda: now[0])
+    capacity = find_capacity(Search(ten_seconds_a_run, 0.1, 100.0, 95, budget_s=25.0), 10.0, 0.1)
+    # at 20 s, a run at 40/s (90 requests: 2.25 s) still ends within 25 s; then it is spent
+    assert [t.rate_rps for t in capacity.runs] == [10.0, 20.0, 40.0]
+    assert capacity.failed_rps is None and capacity.bracket is None and not capacity.confirmed
+    assert capacity.describe(95, 100) == ("at least 40.0 requests/s at p95 ≤ 100 ms (not "
+                                          "confirmed; its time budget ended the search)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -9,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -78,7 +79,7 @@ def run_study(run_dir: Path, studies: list[str], use_scalene: bool, on_event: Ev
         if rest:
             _run([*plain[:3], ",".join(rest)], log, on_event)
         return ScaleneOutcome("failed", f"Scalene failed ({exc}); " + (
-            "the study ran unprofiled" if len(studies) == 1 else
+            "the study ran unprofiled" if rest == studies else
             f"{len(studies) - len(rest)} studies it finished keep their figures, measured with "
             f"profiling off, and {len(rest)} ran again unprofiled"))
     if not outfile.is_file():
@@ -152,40 +153,58 @@ class Zygote:
 
     def __exit__(self, *exc: object) -> None:
         end_group(self.process)
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
         self.log.close()
 
     def run(self, argv: list[str], log: Path, relay: Callable[[str], None]) -> int:
         """Fork a worker for `argv`, relay what it prints, and return its exit code."""
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps({"argv": argv, "log": str(log)}) + "\n")
-        self.process.stdin.flush()
-        pid = None
+        assert self.process.stdin is not None
         try:
-            for line in self.process.stdout:
-                if not line.startswith(MESSAGE):
-                    relay(line)
+            self.process.stdin.write(json.dumps({"argv": argv, "log": str(log)}) + "\n")
+            self.process.stdin.flush()
+        except OSError:  # the zygote is gone
+            raise RuntimeError(f"the process forking studies ended: {self._said()}") from None
+        pid, finished = None, False
+        try:
+            for text, message in self._lines():
+                if text:
+                    relay(text)
+                if message is None:
                     continue
-                message = json.loads(line[len(MESSAGE):])
                 if "exit" not in message:
                     pid = message["pid"]
                 elif message["pid"] == pid:
-                    pid = None
+                    finished = True
                     return int(message["exit"])
         finally:
-            if pid is not None:  # interrupted: end the study's session as for a process
-                _end_session(pid)
-                self._drain(pid)
-        self.process.wait()
-        raise RuntimeError(f"the process forking studies ended: {last_error(Path(self.log.name))}")
+            if not finished:  # interrupted, or the zygote is gone: no study runs on
+                self._abandon(pid)
+        raise RuntimeError(f"the process forking studies ended: {self._said()}")
 
-
-    def _drain(self, pid: int) -> None:
-        """Pass over what an ended child left in the pipe, up to the zygote's word of its end."""
+    def _lines(self) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """Each line: the child's text, and the zygote's message that may end it."""
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            message = json.loads(line[len(MESSAGE):]) if line.startswith(MESSAGE) else {}
-            if message.get("pid") == pid and "exit" in message:
+        for line in self.process.stdout:  # a child's unended last line may run into one
+            text, found, message = line.partition(MESSAGE)
+            yield text, json.loads(message) if found else None
+
+    def _abandon(self, pid: int | None) -> None:
+        """End the running child's session and pass over what it left, up to word of its end."""
+        if pid is None:  # interrupted before the zygote said which child it forked
+            pid = next((m["pid"] for _, m in self._lines() if m and "exit" not in m), None)
+        if pid is None:
+            return
+        _end_session(pid)
+        for _, message in self._lines():
+            if message and message["pid"] == pid and "exit" in message:
                 return
+
+    def _said(self) -> str:
+        self.process.wait()
+        return last_error(Path(self.log.name))
 
 
 def _end_session(pid: int, grace_s: float = 1.0) -> None:

@@ -16,6 +16,7 @@ child's (the child writes its events to the same pipe).
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
 import os
@@ -55,6 +56,7 @@ def say(message: dict[str, Any]) -> None:
 def _child(request: dict[str, Any]) -> None:
     """Become the study process: own session, title, stderr to the log; never returns."""
     code = 1
+    atexit._clear()  # the zygote's exit handlers are not this study's
     try:
         os.setsid()
         _title(request["argv"])
@@ -68,10 +70,11 @@ def _child(request: dict[str, Any]) -> None:
         watch_build()
         code = worker.main(request["argv"])
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     except BaseException:  # a study's error: its traceback goes to the log, as in a process
         traceback.print_exc()
     finally:
+        atexit._run_exitfuncs()  # the study's own, such as removing its temporary exports
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

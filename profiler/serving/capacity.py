@@ -43,7 +43,8 @@ class Capacity(Record):
                     f"≤ {target_ms:g} ms")
         state = "confirmed" if self.confirmed else "not confirmed"
         if self.ended == "budget":
-            state += f"; its time budget ended the search within {100 * (self.bracket or 0):.0f}%"
+            state += "; its time budget ended the search" + (
+                f" within {100 * self.bracket:.0f}%" if self.bracket is not None else "")
         least = "at least " if self.failed_rps is None else ""
         return (f"{least}{self.rate_rps:,.1f} requests/s at p{percentile:g} ≤ {target_ms:g} ms "
                 f"({state})")
@@ -127,7 +128,8 @@ def find_capacity(search: Search, start_rps: float, resolution: float,
         else:
             high = middle
     if spent(low):  # not confirmed: the budget went on narrowing the bracket
-        return Capacity(low, False, high, resolution, tuple(runs), "budget")
+        ended = "budget" if high / low - 1 > resolution else "resolution"
+        return Capacity(low, False, high, resolution, tuple(runs), ended)
     if passes(low):
         return Capacity(low, True, high, resolution, tuple(runs))
     lower = low / (1 + resolution)  # the answer sat on the edge: one step down, passed twice?
