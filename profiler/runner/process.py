@@ -74,8 +74,8 @@ def run_study(run_dir: Path, studies: list[str], use_scalene: bool, on_event: Ev
         raise  # the process was killed, not Scalene's doing: running it again would not help
     except RuntimeError as exc:
         # studies that finished before the crash were timed with profiling off: they stand
-        rest = [name for name in studies
-                if not RunDir(run_dir).study_path(name, partial=True).is_file()]
+        run = RunDir(run_dir)
+        rest = [name for name in studies if not run.study_path(name, partial=True).is_file()]
         if rest:
             _run([*plain[:3], ",".join(rest)], log, on_event)
         return ScaleneOutcome("failed", f"Scalene failed ({exc}); " + (
@@ -98,10 +98,9 @@ def _run(command: list[str], log: Path, on_event: EventHandler,
     with log.open("a", encoding="utf-8") as sink:
         sink.write("$ " + " ".join(command) + (" (forked)" if zygote else "") + "\n")
         sink.flush()
-        if zygote is not None:
-            code = zygote.run(command[2:], log, lambda line: _relay(line, sink, on_event))
-        else:
-            code = _popen(command, sink, lambda line: _relay(line, sink, on_event))
+        def relay(line: str) -> None:
+            _relay(line, sink, on_event)
+        code = zygote.run(command[2:], log, relay) if zygote else _popen(command, sink, relay)
     said = last_error(log)
     if code < 0:
         raise StudyKilled(died_of(-code) + (f": {said}" if said != NO_OUTPUT else ""))
@@ -197,7 +196,9 @@ class Zygote:
             pid = next((m["pid"] for _, m in self._lines() if m and "exit" not in m), None)
         if pid is None:
             return
-        _end_session(pid)
+        import psutil
+
+        end_session(pid, lambda: not psutil.pid_exists(pid))
         for _, message in self._lines():
             if message and message["pid"] == pid and "exit" in message:
                 return
@@ -207,32 +208,23 @@ class Zygote:
         return last_error(Path(self.log.name))
 
 
-def _end_session(pid: int, grace_s: float = 1.0) -> None:
-    """End the session (process group) that `pid` leads: politely, then for sure."""
-    import psutil
+def end_group(process: subprocess.Popen[str], grace_s: float = 1.0) -> None:
+    """End every process of `process`'s group: politely, then for sure after `grace_s`."""
+    end_session(process.pid, lambda: process.poll() is not None, grace_s)
 
+
+def end_session(pid: int, gone: Callable[[], bool], grace_s: float = 1.0) -> None:
+    """End every process of the group `pid` leads (`gone` says when the leader has ended):
+    politely, then for sure after `grace_s`."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pid, sig)
         except (ProcessLookupError, PermissionError):
-            return
-        deadline = time.monotonic() + grace_s
-        while psutil.pid_exists(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-
-def end_group(process: subprocess.Popen[str], grace_s: float = 1.0) -> None:
-    """End every process of `process`'s group: politely, then for sure after `grace_s`."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except (ProcessLookupError, PermissionError):
             return  # the group is gone
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            continue
-        if sig == signal.SIGTERM:  # the leader is gone; its children may linger a moment
+        deadline = time.monotonic() + grace_s
+        while not gone() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if sig == signal.SIGTERM and gone():  # its children may linger a moment
             time.sleep(0.05)
 
 

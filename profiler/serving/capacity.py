@@ -60,7 +60,7 @@ class Search:
     max_run_s: float
     percentile: float
     extend_to: int = EXTEND_TO  # an undecided run may grow to this many early-stopping counts
-    budget_s: float | None = None  # bisection and confirmation stop once the search took this
+    budget_s: float | None = None  # no run starts that would end past this (from the start)
 
     @property
     def floor_rps(self) -> float:
@@ -68,8 +68,8 @@ class Search:
         return floor_rps(self.percentile, self.max_run_s, self.extend_to)
 
     def requests(self, rate: float) -> int:
-        """A run's requests at `rate`: the early-stopping count, and at least `min_run_s`."""
-        return max(min_queries(self.percentile, 0), math.ceil(rate * self.min_run_s))
+        """A run's requests at `rate` (see `requests_at`)."""
+        return requests_at(rate, self.min_run_s, self.percentile)
 
     def trial(self, rate: float) -> list[Trial]:
         """Run `rate`; a run too short to judge is run again, as long as a run may be."""
@@ -81,6 +81,11 @@ class Search:
         if trials[-1].verdict == "short" and count < cap:  # once, as long as it may be
             trials.append(self.run(rate, cap))
         return trials
+
+
+def requests_at(rate: float, min_run_s: float, percentile: float) -> int:
+    """A run's requests at `rate`: the early-stopping count, and at least `min_run_s`."""
+    return max(min_queries(percentile, 0), math.ceil(rate * min_run_s))
 
 
 def floor_rps(percentile: float, max_run_s: float, extend_to: int = EXTEND_TO) -> float:

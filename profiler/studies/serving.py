@@ -23,7 +23,14 @@ from profiler.config import Serving
 from profiler.measure.metrics import Metric, metric
 from profiler.rundir import RunDir
 from profiler.serving.batchers import Batch, make, padded_tokens
-from profiler.serving.capacity import EXTEND_TO, Capacity, Search, find_capacity, floor_rps
+from profiler.serving.capacity import (
+    EXTEND_TO,
+    Capacity,
+    Search,
+    find_capacity,
+    floor_rps,
+    requests_at,
+)
 from profiler.serving.engine import ServiceModel, Slo, Trial, serve
 from profiler.serving.load import Request, min_queries, poisson_schedule
 from profiler.serving.plan import BALANCES, Simulator, replicas_for
@@ -116,7 +123,7 @@ class Bench:
 
     def requests(self, rate: float) -> int:
         """A run's requests at `rate`: the early-stopping count, and at least min_run_s."""
-        return max(min_queries(self.slo.percentile, 0), math.ceil(rate * self.min_run_s))
+        return requests_at(rate, self.min_run_s, self.slo.percentile)
 
     @property
     def floor_rps(self) -> float:
