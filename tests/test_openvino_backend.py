@@ -125,3 +125,36 @@ def test_bad_option(model: Any, onnx_path: Path, option: str, value: str) -> Non
 def test_missing_graph(model: Any, onnx_path: Path, tmp_path: Path) -> None:
     with pytest.raises(ProfilerError, match=r"^ONNX model .*none\.onnx does not exist$"):
         OpenVinoEncoder(model, tmp_path / "none.onnx")
+
+
+SIGNAL_AFTER_TWO_CORES = """
+import gc, os, signal, sys
+from pathlib import Path
+from profiler.backends.openvino import _compile
+first = _compile(Path(sys.argv[1]), "f32", "LATENCY", None)
+second = _compile(Path(sys.argv[1]), "f32", "LATENCY", None)
+del first; gc.collect(); del second; gc.collect()  # destroyed in the order they were made
+signal.signal(signal.SIGUSR1, lambda *_: print("handled"))
+os.kill(os.getpid(), signal.SIGUSR1)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the plugin swaps stacks on Linux")
+def test_a_signal_after_two_compiled_models_is_handled(onnx_path: Path) -> None:
+    """Two OpenVINO cores destroyed in creation order left the main thread's alternate signal
+    stack unmapped, so the next handled signal (Scalene's, Ctrl-C's) ended in SIGSEGV."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_TWO_CORES, str(onnx_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "handled"), done.stderr[-2000:]
+
+
+def test_compiling_leaves_the_threads_signal_stack_as_it_was(model: Any, onnx_path: Path) -> None:
+    from profiler.backends import signal_stack
+
+    before = signal_stack.current()
+    first = OpenVinoEncoder(model, onnx_path)
+    second = OpenVinoEncoder(model, onnx_path, hint="THROUGHPUT")
+    del first, second
+    assert signal_stack.current() == before

@@ -28,6 +28,7 @@ from profiler.backends.onnx import (
     exporter_problem,
     graph_origin,
 )
+from profiler.backends.signal_stack import kept
 from profiler.errors import ProfilerError, first_line
 
 if TYPE_CHECKING:
@@ -82,8 +83,9 @@ def quantize_nncf(onnx_path: Path, out_dir: Path, model: SentenceTransformer,
     dataset = nncf.Dataset(calibration_feeds(model, calibration, names))
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model_int8.xml"
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    try:  # NNCF compiles its statistics models on cores of its own: see signal_stack
+        with kept(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             quantized = nncf.quantize(graph, dataset, model_type=nncf.ModelType.TRANSFORMER,
                                       subset_size=len(calibration))
         ov.save_model(quantized, str(path))
@@ -170,7 +172,8 @@ def _compile(onnx_path: Path, precision: str, hint: str, threads: int | None) ->
     try:
         graph = core.read_model(str(onnx_path))
         graph.reshape({port.get_any_name(): ov.PartialShape([-1, -1]) for port in graph.inputs})
-        return core.compile_model(graph, "CPU", config)
+        with kept():  # the core's CPU plugin swaps this thread's signal stack: see signal_stack
+            return core.compile_model(graph, "CPU", config)
     except Exception as error:
         problem = first_line(error)
         raise ProfilerError(f"OpenVINO could not compile {onnx_path}: {problem}") from error
