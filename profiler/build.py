@@ -37,6 +37,7 @@ from profiler.runner.process import (
 )
 from profiler.storage import point_latest, read_json, replace, write_json
 from profiler.studies import STUDIES
+from profiler.studies.serving import grid_of
 
 INCOMPLETE = ".incomplete"  # data/runs/.incomplete/<id>: runs still being measured, or stopped
 CALIBRATION_SIZE = 512
@@ -100,9 +101,10 @@ def plan_build(settings: Settings, workspace: Workspace) -> Plan:
     check_remote_code(plan.source, settings.trust_remote_code)
     if settings.token_budget is not None:
         check_token_budget(plan.source, texts, settings.token_budget)
-    if "serving" in plan.studies and "token_budget" in settings.serving.batchers:
-        check_token_budget(plan.source, texts, min(settings.serving.token_budgets),
-                           "serving.token_budgets value")
+    budgets = [params["max_tokens"] for kind, params in grid_of(settings.serving, settings.quick)
+               if kind == "token_budget"] if "serving" in plan.studies else []
+    if budgets:  # the budgets this build searches (--quick: the first batcher only)
+        check_token_budget(plan.source, texts, min(budgets), "serving.token_budgets value")
     for study in plan.studies:
         STUDIES[study].validate(settings, texts)
     return plan

@@ -160,22 +160,50 @@ def check_remote_code(source: ModelSource, trusted: bool) -> None:
 def check_token_budget(source: ModelSource, texts: list[str], budget: int,
                        name: str = "token_budget") -> None:
     """Refuse a token budget that cannot hold the longest text (as the model cuts it)."""
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source.path)
-    except Exception:  # a tokenizer stored elsewhere: the study checks again once loaded
+    path = Path(source.path)
+    counted = token_lengths(path, texts)
+    if counted is None:  # a tokenizer stored elsewhere: the study checks again once loaded
         return
-    settings = _json(Path(source.path) / "sentence_bert_config.json")
+    lengths, model_max = counted
+    settings = _json(path / "sentence_bert_config.json")
     limits = [int(settings["max_seq_length"])] if isinstance(settings, dict) and \
         settings.get("max_seq_length") else []
-    if getattr(tokenizer, "model_max_length", None) and tokenizer.model_max_length < 1_000_000:
-        limits.append(int(tokenizer.model_max_length))  # sentence-transformers 6 keeps it here
-    longest = max(len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"])
-    longest = min(longest, *limits) if limits else longest
+    if isinstance(model_max, (int, float)) and 0 < model_max < 1_000_000:
+        limits.append(int(model_max))  # sentence-transformers 6 keeps it here
+    longest = min(max(lengths), *limits) if limits else max(lengths)
     if budget < longest:
         raise ProfilerError(f"{name} {budget} is smaller than the longest text "
                             f"({longest} tokens); give at least {longest}")
+
+
+def token_lengths(path: Path, texts: list[str]) -> tuple[list[int], Any] | None:
+    """Each text's tokens (special tokens included, uncut) and the tokenizer's model_max_length.
+
+    A fast tokenizer's tokenizer.json is read with `tokenizers` alone: importing transformers
+    would cost the build's parent seconds it otherwise never spends. None: no tokenizer here.
+    """
+    file = path / "tokenizer.json"
+    if file.is_file():
+        from tokenizers import Tokenizer
+
+        try:
+            tokenizer = Tokenizer.from_file(str(file))
+        except Exception:  # a format this tokenizers cannot read: transformers may
+            tokenizer = None
+        if tokenizer is not None:
+            tokenizer.no_truncation()
+            tokenizer.no_padding()
+            config = _json(path / "tokenizer_config.json")
+            limit = config.get("model_max_length") if isinstance(config, dict) else None
+            return [len(found.ids) for found in tokenizer.encode_batch(texts)], limit
+    from transformers import AutoTokenizer
+
+    try:
+        slow = AutoTokenizer.from_pretrained(str(path))
+    except Exception:
+        return None
+    ids = slow(texts, truncation=False)["input_ids"]
+    return [len(i) for i in ids], getattr(slow, "model_max_length", None)
 
 
 def _json(path: Path) -> Any:

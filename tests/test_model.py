@@ -20,6 +20,7 @@ from profiler.model import (
     load_model,
     pick_device,
     resolve_model,
+    token_lengths,
     verify_checksum,
 )
 
@@ -262,3 +263,24 @@ def test_token_budget_counts_a_long_text_as_the_model_cuts_it(tiny_model: Path) 
     _, info = load_model(resolve_model(str(tiny_model)), "cpu")
     assert info.max_seq_length == 64  # the model reads 64 tokens of it: 64 is enough
     check_token_budget(resolve_model(str(tiny_model)), texts, 64)
+
+
+def test_token_lengths_read_tokenizer_json_uncut_as_transformers_counts(
+        tiny_model: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    texts = ["the river rose", "law " * 100, "a"]
+    expected = [len(ids) for ids in AutoTokenizer.from_pretrained(str(folder))(
+        texts, truncation=False)["input_ids"]]
+    saved = json.loads((folder / "tokenizer.json").read_text())  # as the real model ships it:
+    saved["truncation"] = {"max_length": 16, "strategy": "LongestFirst", "stride": 0}
+    saved["padding"] = {"strategy": {"Fixed": 16}, "direction": "Right", "pad_to_multiple_of": None,
+                        "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"}
+    (folder / "tokenizer.json").write_text(json.dumps(saved))
+    counted = token_lengths(folder, texts)
+    assert counted is not None and counted[0] == expected and expected[1] > 100
+    (folder / "tokenizer.json").unlink()  # only vocab.txt: transformers reads it
+    assert (fallback := token_lengths(folder, texts)) is not None and fallback[0] == expected
+    assert token_lengths(tmp_path / "nothing", texts) is None

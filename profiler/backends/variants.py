@@ -434,7 +434,7 @@ def variants(threads: int, workload: str = "bulk") -> list[Variant]:
           for backend in OPTIMUM),
         Variant("openvino_int8", "OpenVINO static int8 (NNCF, calibrated on the corpus)",
                 "an export step", NNCF_SNIPPET.format(hint=hint), exported("nncf"),
-                peak_dtype="int8", group="static_int8"),
+                peak_dtype="int8", group="static_int8", quick=False),  # calibration: ~20 s
         Variant("onnx_static_int8", "ONNX Runtime static int8 (QDQ, calibrated on the corpus)",
                 "an export step", STATIC_ONNX_SNIPPET, exported("static"), peak_dtype="int8",
                 group="static_int8", quick=False),
