@@ -181,6 +181,9 @@ def test_quick_build_on_the_real_model(project: Path, vega_bundle: Path) -> None
         assert serving["configs"][1]["name"] == "bf16"  # the best change, served
     page = (project / "docs" / "report" / "serving.md").read_text(encoding="utf-8")
     assert f"{capacity['rate_rps']:,.1f} requests/s at p95 ≤ 500 ms" in page
+    if prediction["measured_failed_rps"]:  # the simulation is judged against that bracket
+        assert (f"between {prediction['measured_rps']:,.1f} and "
+                f"{prediction['measured_failed_rps']:,.1f}") in page
 
 
 def test_static_openvino_int8_on_the_real_model_keeps_retrieval(tmp_path: Path) -> None:

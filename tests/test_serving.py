@@ -584,3 +584,26 @@ def test_a_budget_spent_while_every_rate_passes_is_an_unconfirmed_lower_bound(
     assert capacity.failed_rps is None and capacity.bracket is None and not capacity.confirmed
     assert capacity.describe(95, 100) == ("at least 40.0 requests/s at p95 ≤ 100 ms (not "
                                           "confirmed; its time budget ended the search)")
+
+
+@pytest.mark.parametrize(("predicted", "failed", "expected"), [
+    (20.0, 32.0, 0.0),  # inside a bracket a time budget left wide: it agrees
+    (16.0, 32.0, 0.0),  # at the rate that passed
+    (8.0, 32.0, 0.5),  # below: by the share of the rate that passed
+    (40.0, 32.0, 0.25),  # above: by the share of the lowest rate that failed
+    (1000.0, None, 0.0),  # every rate passed: any higher capacity agrees
+])
+def test_a_prediction_is_judged_against_the_measured_bracket(
+        predicted: float, failed: float | None, expected: float) -> None:
+    from profiler.serving.capacity import Capacity
+    from profiler.studies.serving import outside
+
+    measured = Capacity(16.0, False, failed, 0.25, (), ended="budget")
+    assert outside(predicted, measured) == pytest.approx(expected)
+
+
+def test_no_passing_rate_leaves_nothing_to_judge_a_prediction_by() -> None:
+    from profiler.serving.capacity import Capacity
+    from profiler.studies.serving import outside
+
+    assert outside(12.0, Capacity(0.0, False, 2.0, 0.25, ())) is None

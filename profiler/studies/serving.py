@@ -410,7 +410,22 @@ def predict(simulator: Simulator, measured_with: Search, measured: Capacity,
                "predicted_ms": simulator.run(p["rate_rps"], count=p["requests"]).latency_ms["slo"]}
               for p in curve["points"]]
     error = predicted.rate_rps / measured.rate_rps - 1 if measured.rate_rps else None
+    miss = outside(predicted.rate_rps, measured)
     emit("done", label="simulation", summary=f"predicted {predicted.rate_rps:,.0f} requests/s")
     return {"label": curve["label"], "measured_rps": measured.rate_rps,
-            "predicted_rps": predicted.rate_rps, "error": error, "tolerance": tolerance,
-            "trusted": error is not None and abs(error) <= tolerance, "curve": points}
+            "measured_failed_rps": measured.failed_rps, "predicted_rps": predicted.rate_rps,
+            "error": error, "miss": miss, "tolerance": tolerance,
+            "trusted": miss is not None and miss <= tolerance, "curve": points}
+
+
+def outside(predicted_rps: float, measured: Capacity) -> float | None:
+    """How far a predicted capacity lies outside the measured one's bracket, as a share of its
+    nearer end (0 inside it): the true capacity is anywhere from the rate that passed to the
+    lowest that did not, which a search stopped by its time budget leaves wide. None: nothing
+    passed to compare with."""
+    low, high = measured.rate_rps, measured.failed_rps or math.inf
+    if not low:
+        return None
+    if predicted_rps < low:
+        return 1 - predicted_rps / low
+    return predicted_rps / high - 1 if predicted_rps > high else 0.0
