@@ -289,7 +289,7 @@ def test_scalene_crashing_in_a_shared_process_reruns_only_the_unfinished_studies
     for name in ("leak", "stages"):
         study = json.loads((run_dir / f"{name}.json").read_text())
         assert study["scalene"]["status"] == "failed" and study["result"]
-        assert "1 studies it finished keep their figures" in study["scalene"]["reason"]
+        assert "1 study it finished keeps its figures" in study["scalene"]["reason"]
 
 
 @SHARED

@@ -80,8 +80,8 @@ def run_study(run_dir: Path, studies: list[str], use_scalene: bool, on_event: Ev
             _run([*plain[:3], ",".join(rest)], log, on_event)
         return ScaleneOutcome("failed", f"Scalene failed ({exc}); " + (
             "the study ran unprofiled" if rest == studies else
-            f"{len(studies) - len(rest)} studies it finished keep their figures, measured with "
-            f"profiling off, and {len(rest)} ran again unprofiled"))
+            f"{_kept(len(studies) - len(rest))}, measured with profiling off, and {len(rest)} "
+            "ran again unprofiled"))
     if not outfile.is_file():
         return ScaleneOutcome("failed", "Scalene wrote no profile")
     return ScaleneOutcome("profiled", profile=str(outfile.relative_to(run_dir)))
@@ -270,3 +270,10 @@ def finish_profile(staging: Path, outcome: dict[str, Any],
     raw.unlink()
     return hotspots, {**outcome, "profile": outcome["profile"] + ".gz",
                       "html": str(page.relative_to(staging)) if page else None}
+
+
+def _kept(finished: int) -> str:
+    """`1 study it finished keeps its figures`, `2 studies ... keep their figures`."""
+    if finished == 1:
+        return "1 study it finished keeps its figures"
+    return f"{finished} studies it finished keep their figures"
