@@ -607,3 +607,47 @@ def test_no_passing_rate_leaves_nothing_to_judge_a_prediction_by() -> None:
     from profiler.studies.serving import outside
 
     assert outside(12.0, Capacity(0.0, False, 2.0, 0.25, ())) is None
+
+
+def test_an_undecided_run_is_extended_only_within_the_budget_once_a_rate_passed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    middle = math.sqrt(200.0)
+
+    def rule(rate: float, nth: int) -> str:  # the bisection's first try is too short to judge
+        if math.isclose(rate, middle):
+            return "short" if nth == 0 else "pass"
+        return "pass" if rate < 20.0 else "fail"
+
+    server = scripted(rule)
+
+    def ten_seconds_a_run(rate: float, count: int) -> Trial:
+        now[0] += 10.0
+        return server(rate, count)
+
+    monkeypatch.setattr("profiler.serving.capacity.time.monotonic", lambda: now[0])
+    # at 30 s the extension (up to max_run_s: 100 s of arrivals) would end past 35 s: not run
+    capacity = find_capacity(Search(ten_seconds_a_run, 0.1, 100.0, 95, budget_s=35.0), 10.0, 0.1)
+    assert [t.verdict for t in capacity.runs] == ["pass", "fail", "short"]
+    assert capacity.rate_rps == 10.0 and capacity.failed_rps == pytest.approx(middle)
+    assert capacity.ended == "budget" and not capacity.confirmed
+
+    now[0] = 0.0  # without a budget the undecided run is run again, longer, and passes
+    server = scripted(rule)
+    unbounded = find_capacity(Search(ten_seconds_a_run, 0.1, 100.0, 95), 10.0, 0.1)
+    assert [t.verdict for t in unbounded.runs][:4] == ["pass", "fail", "short", "pass"]
+
+
+def test_before_any_rate_passed_an_undecided_run_is_extended_past_the_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    server = scripted(lambda rate, nth: "short" if nth == 0 else "pass")
+
+    def ten_seconds_a_run(rate: float, count: int) -> Trial:
+        now[0] += 10.0
+        return server(rate, count)
+
+    monkeypatch.setattr("profiler.serving.capacity.time.monotonic", lambda: now[0])
+    capacity = find_capacity(Search(ten_seconds_a_run, 0.1, 100.0, 95, budget_s=5.0), 10.0, 0.1)
+    assert [t.verdict for t in capacity.runs] == ["short", "pass"]  # a capacity, not none
+    assert capacity.rate_rps == 10.0 and capacity.ended == "budget"

@@ -71,14 +71,16 @@ class Search:
         """A run's requests at `rate` (see `requests_at`)."""
         return requests_at(rate, self.min_run_s, self.percentile)
 
-    def trial(self, rate: float) -> list[Trial]:
-        """Run `rate`; a run too short to judge is run again, as long as a run may be."""
+    def trial(self, rate: float, deadline: float = math.inf) -> list[Trial]:
+        """Run `rate`; a run too short to judge is run again, as long as a run may be, unless
+        that longer run would end past `deadline` (then it stays undecided: not a pass)."""
         count = self.requests(rate)
         trials = [self.run(rate, count)]
         # a slow rate may take longer than max_run_s to reach a few misses' worth of requests
         cap = max(math.ceil(rate * self.max_run_s),
                   self.extend_to * min_queries(self.percentile, 0))
-        if trials[-1].verdict == "short" and count < cap:  # once, as long as it may be
+        if trials[-1].verdict == "short" and count < cap and \
+                time.monotonic() + cap / rate < deadline:  # once, as long as it may be
             trials.append(self.run(rate, cap))
         return trials
 
@@ -103,15 +105,17 @@ def find_capacity(search: Search, start_rps: float, resolution: float,
     def spent(rate: float = 0.0) -> bool:  # or would be, by the end of a run at `rate`
         return time.monotonic() + (search.requests(rate) / rate if rate else 0.0) >= deadline
 
-    def passes(rate: float) -> bool:
-        trials = search.trial(rate)
+    def passes(rate: float, bounded: bool = True) -> bool:
+        # until a rate has passed, an undecided run is always extended: the search must find
+        # one; after, an extension that would end past the budget is not run
+        trials = search.trial(rate, deadline if bounded else math.inf)
         runs.extend(trials)
         for trial in trials:
             on_trial(trial)
         return trials[-1].verdict == "pass"
 
     low, high = max(start_rps, search.floor_rps), None
-    while not passes(low):
+    while not passes(low, bounded=False):
         high, low = low, low / 2
         if low < search.floor_rps:  # none passed: the capacity is below the slowest rate
             return Capacity(0.0, False, high, resolution, tuple(runs))
