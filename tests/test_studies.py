@@ -157,3 +157,47 @@ def test_quick_measures_three_of_the_batch_sizes_and_the_default() -> None:
     assert measured_sizes(sizes, quick=True) == [8, 32, 64, 256]
     assert measured_sizes((4, 2), quick=True) == [2, 4, 32]
     assert quick_subset((1, 2, 3)) == (1, 2, 3)
+
+
+class DriftingModel:
+    """Encodes in time proportional to its texts' characters, 0.5% slower with every call."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> None:
+        import time
+
+        end = time.perf_counter() + 4e-6 * sum(map(len, texts)) * (1 + 0.005 * self.calls)
+        self.calls += 1
+        while time.perf_counter() < end:
+            pass
+
+    def tokenizer(self, texts: list[str]) -> dict[str, list[list[int]]]:
+        return {"input_ids": [[0] * (len(t) // 4 + 2) for t in texts]}
+
+
+def test_text_lengths_are_timed_in_interleaved_rounds_that_cancel_drift() -> None:
+    from types import SimpleNamespace
+
+    timing = Timing(warmup_repeats=0, min_time_s=0.0, min_repeats=3, max_repeats=3,
+                    texts_per_repeat=16, workload_repeats=4, max_rounds=12, precision=0.01,
+                    budget_s=3.0)
+    ctx = StudyContext(model=DriftingModel(), info=SimpleNamespace(device="cpu",  # type: ignore
+                       max_seq_length=64), texts=CORPUS * 20,
+                       settings=Settings(text_lengths=(10, 100, 400), length_batch_size=4,
+                                         timing=timing))
+    result = TextLengthStudy().run(ctx)
+    rounds = result["rounds"]["rounds"]
+    assert rounds >= 4 and result["rounds"]["stopped_by"] in ("precision", "budget", "max_rounds")
+    assert all(p["throughput_texts_per_s"]["n"] == rounds for p in result["points"])
+    short, long = result["points"][0], result["points"][-1]
+    truth = long["mean_chars"] / short["mean_chars"]  # per-text cost: characters, no overhead
+    low, high = result["slowdown"]["ci95"]
+    assert result["slowdown"]["estimate"] == pytest.approx(truth, rel=0.1)
+    assert low <= result["slowdown"]["estimate"] <= high
+    headline = TextLengthStudy.headline(result)
+    assert headline["slowdown_x"] == result["slowdown"]["estimate"]
+    assert headline["slowdown_ci95"] == [low, high]
+    metrics = TextLengthStudy.metrics(result)
+    assert [len(m.samples) for m in metrics] == [rounds, rounds]  # the gate's samples: rounds

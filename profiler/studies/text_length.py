@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -12,9 +13,17 @@ import numpy as np
 from profiler.config import Settings
 from profiler.errors import ProfilerError
 from profiler.measure.metrics import Metric, metric
+from profiler.measure.rounds import (
+    Outcome,
+    Rates,
+    paired_ratio,
+    precision_of,
+    rate_width,
+    run_rounds,
+)
 from profiler.measure.stats import Stats, summarize
-from profiler.measure.timing import RepeatPlan, repeat, timed
-from profiler.studies.base import Study, StudyContext, emit, measure_each, quick_subset
+from profiler.measure.timing import timed
+from profiler.studies.base import Study, StudyContext, emit, quick_subset, round_progress
 
 
 @dataclass(frozen=True)
@@ -87,15 +96,18 @@ class TextLengthStudy(Study):
         """Measure every target length at a fixed batch size."""
         lengths = (quick_subset(ctx.settings.text_lengths) if ctx.settings.quick
                    else ctx.settings.text_lengths)
-        points = measure_each(lengths, "{} characters", lambda n: measure_length(ctx, n),
-                              lambda p: f"{p.throughput_texts_per_s.median:,.0f} texts/s")
+        points, outcome, rates = measure_lengths(ctx, lengths)
         medians = [p.throughput_texts_per_s.median for p in points]
+        shortest, longest = rates[label(lengths[0])], rates[label(lengths[-1])]
+        slowdown = paired_ratio(longest, shortest) if len(lengths) > 1 else None
         batch = ctx.settings.length_batch_size
         with ctx.profiling.on():  # Scalene's view of the longest texts: where long inputs go
             ctx.model.encode(texts_of_length(ctx.texts, max(lengths), 2 * batch), batch_size=batch)
         return {"batch_size": ctx.settings.length_batch_size,
                 "max_seq_length": ctx.info.max_seq_length,
-                "points": [asdict(p) for p in points],
+                "points": [asdict(p) for p in points], "rounds": outcome.to_dict(),
+                "slowdown": None if slowdown is None else {
+                    "estimate": slowdown.estimate, "ci95": list(slowdown.ci95)},
                 "correlation": correlations([float(n) for n in lengths], medians),
                 "truncation_chars": truncation_chars(points, ctx.info.max_seq_length)}
 
@@ -105,9 +117,11 @@ class TextLengthStudy(Study):
         first, last = result["points"][0], result["points"][-1]
         short = first["throughput_texts_per_s"]["median"]
         long = last["throughput_texts_per_s"]["median"]
+        paired = result.get("slowdown")  # runs before interleaved rounds have none
         return {"shortest_chars": first["target_chars"], "shortest_texts_per_s": short,
                 "longest_chars": last["target_chars"], "longest_texts_per_s": long,
-                "slowdown_x": short / long if long else None,
+                "slowdown_x": paired["estimate"] if paired else short / long if long else None,
+                "slowdown_ci95": paired["ci95"] if paired else None,
                 "pearson": result["correlation"]["pearson"],
                 "truncation_chars": result["truncation_chars"]}
 
@@ -121,37 +135,91 @@ class TextLengthStudy(Study):
                 for name, point in (("short", first), ("long", last))]
 
 
-def measure_length(ctx: StudyContext, length: int) -> LengthPoint:
-    """Time encoding texts of one target length; count their tokens before and after truncation."""
-    batch = ctx.settings.length_batch_size
-    # Long texts cost more per text: scale the workload so every length takes similar time.
-    wanted = ctx.settings.timing.texts_per_repeat * 100 / max(length, 100)
-    count = batch * max(1, math.ceil(wanted / batch))
-    texts = texts_of_length(ctx.texts, length, count)
-    batches = [texts[i:i + batch] for i in range(0, count, batch)]
-    latencies: list[float] = []
+def label(length: int) -> str:
+    """A length's contender name in the rounds: `1024 characters`."""
+    return f"{length} characters"
 
-    def one_repeat() -> float:
-        seconds = [timed(functools.partial(ctx.model.encode, b, batch_size=batch), ctx.device)
+
+@dataclass
+class Length:
+    """One target length's texts, and each batch's latency over the counted rounds."""
+
+    length: int
+    texts: list[str]
+    batch: int
+    encode: Callable[..., Any]  # model.encode
+    device: str
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def __call__(self, round_: int) -> float:
+        """Encode the texts once, batch by batch; texts/s (round -1: a warm-up, not kept)."""
+        batches = [self.texts[i:i + self.batch] for i in range(0, len(self.texts), self.batch)]
+        seconds = [timed(functools.partial(self.encode, b, batch_size=self.batch), self.device)
                    for b in batches]
-        latencies.extend(1000 * s for s in seconds)
-        return sum(seconds)
+        if round_ >= 0:
+            self.latencies_ms.extend(1000 * s for s in seconds)
+        return len(self.texts) / sum(seconds)
 
-    plan = RepeatPlan.from_timing(ctx.settings.timing)
-    seconds = repeat(one_repeat, plan, lambda n, s: emit(
-        "repeat", count=n, value=f"{count / s:,.0f} texts/s"))
+
+def measure_lengths(ctx: StudyContext, lengths: tuple[int, ...]
+                    ) -> tuple[list[LengthPoint], Outcome, Rates]:
+    """Every length in interleaved rounds: each round encodes each length's texts once, in a
+    shuffled order, until the endpoints' throughput and their ratio are within the precision
+    target or the budget is spent."""
+    batch, timing = ctx.settings.length_batch_size, ctx.settings.timing
+    runners = {label(n): Length(n, length_texts(ctx, n), batch, ctx.model.encode, ctx.device)
+               for n in lengths}
+    emit("config", label=f"{len(lengths)} text lengths, interleaved rounds", index=0, total=1)
+    least_s = timing.min_time_s / timing.workload_repeats  # so the fewest rounds add up to it
+    for runner in runners.values():  # warm every length's shapes once, uncounted, and give
+        stretch(runner, runner(-1), ctx.texts, least_s)  # a quick one more texts
+    ends = (label(lengths[0]), label(lengths[-1]))
+
+    def claims(rates: Rates) -> dict[str, float]:  # the gate's two metrics and their ratio
+        widths = {name: rate_width(rates[name]) for name in dict.fromkeys(ends)}
+        if ends[0] != ends[1] and len(rates[ends[0]]) > 1:
+            widths["slowdown"] = paired_ratio(rates[ends[1]], rates[ends[0]]).half_width
+        return widths
+
+    contenders: dict[str, Callable[[int], float]] = dict(runners)
+    rates, outcome = run_rounds(contenders, precision_of(timing), claims, seed=3,
+                                on_round=round_progress)
+    emit("done", label="text lengths", summary=f"{outcome.rounds} rounds, {outcome.stopped_by}")
+    return [length_point(ctx, runners[label(n)], rates[label(n)]) for n in lengths], outcome, rates
+
+
+def stretch(runner: Length, rate: float, corpus: list[str], min_time_s: float) -> None:
+    """Give a length whose pass (at `rate` texts/s) is shorter than `min_time_s` enough whole
+    batches of texts to last that long: each length is timed for at least `timing.min_time_s`
+    over the fewest rounds, as every repeated measurement is."""
+    seconds = len(runner.texts) / rate
+    if seconds < min_time_s:
+        batches = math.ceil(len(runner.texts) / runner.batch * min_time_s / seconds)
+        runner.texts = texts_of_length(corpus, runner.length, batches * runner.batch)
+
+
+def length_texts(ctx: StudyContext, length: int) -> list[str]:
+    """Texts of one target length, more of the shorter ones so every length takes similar time."""
+    batch = ctx.settings.length_batch_size
+    wanted = ctx.settings.timing.texts_per_repeat * 100 / max(length, 100)
+    return texts_of_length(ctx.texts, length, batch * max(1, math.ceil(wanted / batch)))
+
+
+def length_point(ctx: StudyContext, runner: Length, rates: list[float]) -> LengthPoint:
+    """One length's figures from its rounds; its tokens before and after truncation."""
+    texts = runner.texts
     raw = [len(ids) for ids in ctx.model.tokenizer(texts)["input_ids"]]
     limit = ctx.info.max_seq_length
-    throughput = summarize([count / s for s in seconds])
+    throughput = summarize(rates)
     kept = [min(n, limit) for n in raw]
     return LengthPoint(
-        target_chars=length, mean_chars=float(np.mean([len(t) for t in texts])),
-        texts_per_repeat=count, tokens_per_text_mean=float(np.mean(kept)),
+        target_chars=runner.length, mean_chars=float(np.mean([len(t) for t in texts])),
+        texts_per_repeat=len(texts), tokens_per_text_mean=float(np.mean(kept)),
         raw_tokens_per_text_mean=float(np.mean(raw)),
         truncated_share=sum(n > limit for n in raw) / len(raw),
         throughput_texts_per_s=throughput,
         tokens_per_s=float(np.mean(kept)) * throughput.median,
-        batch_latency_ms=summarize(latencies[plan.warmup * len(batches):]))
+        batch_latency_ms=summarize(runner.latencies_ms))
 
 
 def truncation_chars(points: list[LengthPoint], max_seq_length: int) -> float | None:
