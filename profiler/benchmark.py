@@ -63,7 +63,8 @@ def print_serving(run: RunDir) -> None:
     error = prediction["error"]
     print(f"    simulated {prediction['predicted_rps']:.1f} against measured "
           f"{prediction['measured_rps']:.1f} requests/s"
-          + (f" ({100 * error:+.0f}%, tolerance ±{100 * prediction['tolerance']:.0f}%)"
+          + (f" ({100 * error:+.0f}%, tolerance ±{100 * prediction['tolerance']:.0f}%"
+             f" of the measured bracket: {'trusted' if prediction['trusted'] else 'not trusted'})"
              if error is not None else ""))
     for fleet in result["fleet"]:
         print(f"    replicas for {result['target_rps']:,.0f} requests/s, {fleet['balance']}: "

@@ -176,6 +176,25 @@ def check_token_budget(source: ModelSource, texts: list[str], budget: int,
                             f"({longest} tokens); give at least {longest}")
 
 
+# tokenizer_config.json settings transformers applies over tokenizer.json (a BERT normalizer's
+# three when they differ from its own fields); any other there: count with transformers
+NORMALIZER_FIELDS = {"do_lower_case": "lowercase", "strip_accents": "strip_accents",
+                     "tokenize_chinese_chars": "handle_chinese_chars"}
+OVERRIDES = frozenset({"add_bos_token", "add_eos_token", "add_prefix_space"})
+
+
+def _as_saved(config: dict[str, Any], saved: Any) -> bool:
+    """Whether tokenizer.json alone tokenizes as transformers would with `config` over it."""
+    if OVERRIDES & config.keys() or not isinstance(saved, dict):
+        return False
+    normalizer = saved.get("normalizer") or {}
+    asked = {key: config[key] for key in NORMALIZER_FIELDS if key in config}
+    if not asked:
+        return True
+    return isinstance(normalizer, dict) and normalizer.get("type") == "BertNormalizer" and all(
+        normalizer.get(NORMALIZER_FIELDS[key]) == value for key, value in asked.items())
+
+
 def token_lengths(path: Path, texts: list[str]) -> tuple[list[int], Any] | None:
     """Each text's tokens (special tokens included, uncut) and the tokenizer's model_max_length.
 
@@ -183,7 +202,8 @@ def token_lengths(path: Path, texts: list[str]) -> tuple[list[int], Any] | None:
     would cost the build's parent seconds it otherwise never spends. None: no tokenizer here.
     """
     file = path / "tokenizer.json"
-    if file.is_file():
+    config = _json(path / "tokenizer_config.json")
+    if file.is_file() and _as_saved(config if isinstance(config, dict) else {}, _json(file)):
         from tokenizers import Tokenizer
 
         try:
@@ -193,7 +213,6 @@ def token_lengths(path: Path, texts: list[str]) -> tuple[list[int], Any] | None:
         if tokenizer is not None:
             tokenizer.no_truncation()
             tokenizer.no_padding()
-            config = _json(path / "tokenizer_config.json")
             limit = config.get("model_max_length") if isinstance(config, dict) else None
             return [len(found.ids) for found in tokenizer.encode_batch(texts)], limit
     from transformers import AutoTokenizer

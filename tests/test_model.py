@@ -281,6 +281,13 @@ def test_token_lengths_read_tokenizer_json_uncut_as_transformers_counts(
     (folder / "tokenizer.json").write_text(json.dumps(saved))
     counted = token_lengths(folder, texts)
     assert counted is not None and counted[0] == expected and expected[1] > 100
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["do_lower_case"] = False  # transformers rebuilds the normalizer: so must the count
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    shouted = ["THE RIVER Rose", "Law " * 30]
+    cased = [len(ids) for ids in AutoTokenizer.from_pretrained(str(folder))(
+        shouted, truncation=False)["input_ids"]]
+    assert (found := token_lengths(folder, shouted)) is not None and found[0] == cased
     (folder / "tokenizer.json").unlink()  # only vocab.txt: transformers reads it
     assert (fallback := token_lengths(folder, texts)) is not None and fallback[0] == expected
     assert token_lengths(tmp_path / "nothing", texts) is None

@@ -598,8 +598,19 @@ def test_a_prediction_is_judged_against_the_measured_bracket(
     from profiler.serving.capacity import Capacity
     from profiler.studies.serving import outside
 
-    measured = Capacity(16.0, False, failed, 0.25, (), ended="budget")
+    runs = (scripted(lambda rate, nth: "pass")(16.0, 20),
+            *((scripted(lambda rate, nth: "fail")(failed, 20),) if failed else ()))
+    measured = Capacity(16.0, False, failed, 0.25, runs, ended="budget")
     assert outside(predicted, measured) == pytest.approx(expected)
+
+
+def test_a_rate_the_budget_left_undecided_bounds_no_prediction() -> None:
+    from profiler.serving.capacity import Capacity
+    from profiler.studies.serving import outside
+
+    runs = (scripted(lambda rate, nth: "pass")(16.0, 20),
+            scripted(lambda rate, nth: "short")(32.0, 20))
+    assert outside(40.0, Capacity(16.0, False, 32.0, 0.25, runs, ended="budget")) == 0.0
 
 
 def test_no_passing_rate_leaves_nothing_to_judge_a_prediction_by() -> None:
@@ -651,3 +662,27 @@ def test_before_any_rate_passed_an_undecided_run_is_extended_past_the_budget(
     capacity = find_capacity(Search(ten_seconds_a_run, 0.1, 100.0, 95, budget_s=5.0), 10.0, 0.1)
     assert [t.verdict for t in capacity.runs] == ["short", "pass"]  # a capacity, not none
     assert capacity.rate_rps == 10.0 and capacity.ended == "budget"
+
+
+def test_a_confirmation_the_budget_leaves_undecided_is_not_a_failure(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    middle = math.sqrt(200.0)
+
+    def rule(rate: float, nth: int) -> str:  # the capacity's second run is too short to judge
+        if math.isclose(rate, middle):
+            return "pass" if nth == 0 else "short"
+        return "pass" if rate < 20.0 else "fail"
+
+    server = scripted(rule)
+
+    def ten_seconds_a_run(rate: float, count: int) -> Trial:
+        now[0] += 10.0
+        return server(rate, count)
+
+    monkeypatch.setattr("profiler.serving.capacity.time.monotonic", lambda: now[0])
+    capacity = find_capacity(Search(ten_seconds_a_run, 0.1, 100.0, 95, budget_s=40.0), 10.0, 0.5)
+    # no step down to a lower rate (where a failed confirmation goes): the rate stands, unconfirmed
+    assert [t.verdict for t in capacity.runs] == ["pass", "fail", "pass", "short"]
+    assert capacity.rate_rps == pytest.approx(middle) and not capacity.confirmed
+    assert capacity.failed_rps == 20.0 and capacity.ended == "resolution"

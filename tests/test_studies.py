@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -160,30 +162,35 @@ def test_quick_measures_three_of_the_batch_sizes_and_the_default() -> None:
 
 
 class DriftingModel:
-    """Encodes in time proportional to its texts' characters, 0.5% slower with every call."""
+    """Costs (on a virtual clock) time proportional to its texts' characters, 0.5% more with
+    every call: a machine that slows down steadily over the study."""
 
     def __init__(self) -> None:
-        self.calls = 0
+        self.calls, self.last_cost = 0, 0.0
 
     def encode(self, texts: list[str], batch_size: int = 32) -> None:
-        import time
-
-        end = time.perf_counter() + 4e-6 * sum(map(len, texts)) * (1 + 0.005 * self.calls)
+        self.last_cost = 4e-6 * sum(map(len, texts)) * (1 + 0.005 * self.calls)
         self.calls += 1
-        while time.perf_counter() < end:
-            pass
 
     def tokenizer(self, texts: list[str]) -> dict[str, list[list[int]]]:
         return {"input_ids": [[0] * (len(t) // 4 + 2) for t in texts]}
 
 
-def test_text_lengths_are_timed_in_interleaved_rounds_that_cancel_drift() -> None:
+def test_text_lengths_are_timed_in_interleaved_rounds_that_cancel_drift(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
+    model = DriftingModel()
+
+    def virtual(fn: Any, device: str) -> float:  # the model's own cost, not the wall clock
+        fn()
+        return model.last_cost
+
+    monkeypatch.setattr("profiler.studies.text_length.timed", virtual)
     timing = Timing(warmup_repeats=0, min_time_s=0.0, min_repeats=3, max_repeats=3,
                     texts_per_repeat=16, workload_repeats=4, max_rounds=12, precision=0.01,
                     budget_s=3.0)
-    ctx = StudyContext(model=DriftingModel(), info=SimpleNamespace(device="cpu",  # type: ignore
+    ctx = StudyContext(model=model, info=SimpleNamespace(device="cpu",  # type: ignore[arg-type]
                        max_seq_length=64), texts=CORPUS * 20,
                        settings=Settings(text_lengths=(10, 100, 400), length_batch_size=4,
                                          timing=timing))
@@ -194,10 +201,20 @@ def test_text_lengths_are_timed_in_interleaved_rounds_that_cancel_drift() -> Non
     short, long = result["points"][0], result["points"][-1]
     truth = long["mean_chars"] / short["mean_chars"]  # per-text cost: characters, no overhead
     low, high = result["slowdown"]["ci95"]
-    assert result["slowdown"]["estimate"] == pytest.approx(truth, rel=0.1)
+    assert result["slowdown"]["estimate"] == pytest.approx(truth, rel=0.03)
     assert low <= result["slowdown"]["estimate"] <= high
     headline = TextLengthStudy.headline(result)
     assert headline["slowdown_x"] == result["slowdown"]["estimate"]
     assert headline["slowdown_ci95"] == [low, high]
     metrics = TextLengthStudy.metrics(result)
     assert [len(m.samples) for m in metrics] == [rounds, rounds]  # the gate's samples: rounds
+
+
+def test_a_length_whose_pass_is_too_short_gets_whole_batches_more() -> None:
+    from profiler.studies.text_length import Length, stretch
+
+    runner = Length(50, texts_of_length(CORPUS * 20, 50, 8), 4, DriftingModel().encode, "cpu")
+    assert not stretch(runner, rate=10.0, corpus=CORPUS * 20, min_time_s=0.5)  # 0.8 s: enough
+    assert stretch(runner, rate=1000.0, corpus=CORPUS * 20, min_time_s=0.1)  # 8 ms: 12.5x more
+    assert len(runner.texts) == 4 * math.ceil(2 * 0.1 / 0.008)
+    assert all(len(t) <= 50 for t in runner.texts)

@@ -46,7 +46,9 @@ def kept() -> Iterator[None]:
     finally:
         if _LIBC is not None and current() != (before.ss_sp, before.ss_flags, before.ss_size):
             before.ss_flags &= ~SS_ONSTACK  # reported while a handler runs on it; none does here
-            _LIBC.sigaltstack(ctypes.byref(before), None)
+            if _LIBC.sigaltstack(ctypes.byref(before), None) != 0:  # the next signal would crash
+                raise OSError(ctypes.get_errno(), "could not restore this thread's signal stack "
+                                                  "after OpenVINO replaced it")
 
 
 def _read() -> _Stack:

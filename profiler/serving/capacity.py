@@ -105,6 +105,8 @@ def find_capacity(search: Search, start_rps: float, resolution: float,
     def spent(rate: float = 0.0) -> bool:  # or would be, by the end of a run at `rate`
         return time.monotonic() + (search.requests(rate) / rate if rate else 0.0) >= deadline
 
+    cut = [False]  # the last rate run was left undecided: its longer run would end too late
+
     def passes(rate: float, bounded: bool = True) -> bool:
         # until a rate has passed, an undecided run is always extended: the search must find
         # one; after, an extension that would end past the budget is not run
@@ -112,7 +114,13 @@ def find_capacity(search: Search, start_rps: float, resolution: float,
         runs.extend(trials)
         for trial in trials:
             on_trial(trial)
+        cut[0] = bounded and math.isfinite(deadline) and len(trials) == 1 and \
+            trials[0].verdict == "short"
         return trials[-1].verdict == "pass"
+
+    def unconfirmed() -> Capacity:  # the budget left no time to confirm `low`
+        ended = "budget" if high is None or high / low - 1 > resolution else "resolution"
+        return Capacity(low, False, high, resolution, tuple(runs), ended)
 
     low, high = max(start_rps, search.floor_rps), None
     while not passes(low, bounded=False):
@@ -137,11 +145,14 @@ def find_capacity(search: Search, start_rps: float, resolution: float,
         else:
             high = middle
     if spent(low):  # not confirmed: the budget went on narrowing the bracket
-        ended = "budget" if high / low - 1 > resolution else "resolution"
-        return Capacity(low, False, high, resolution, tuple(runs), ended)
+        return unconfirmed()
     if passes(low):
         return Capacity(low, True, high, resolution, tuple(runs))
+    if cut[0]:  # the confirmation was too short to judge, and no time is left to run it longer
+        return unconfirmed()
     lower = low / (1 + resolution)  # the answer sat on the edge: one step down, passed twice?
+    if lower >= search.floor_rps and spent(lower):
+        return unconfirmed()
     if lower >= search.floor_rps and passes(lower) and passes(lower):
         return Capacity(lower, True, low, resolution, tuple(runs))
     return Capacity(low, False, high, resolution, tuple(runs))  # passed once, not confirmed

@@ -421,9 +421,11 @@ def predict(simulator: Simulator, measured_with: Search, measured: Capacity,
 def outside(predicted_rps: float, measured: Capacity) -> float | None:
     """How far a predicted capacity lies outside the measured one's bracket, as a share of its
     nearer end (0 inside it): the true capacity is anywhere from the rate that passed to the
-    lowest that did not, which a search stopped by its time budget leaves wide. None: nothing
-    passed to compare with."""
-    low, high = measured.rate_rps, measured.failed_rps or math.inf
+    lowest that failed, which a search stopped by its time budget leaves wide (a rate its budget
+    left undecided bounds nothing). None: nothing passed to compare with."""
+    failed = measured.failed_rps
+    decided = any(t.rate_rps == failed and t.verdict == "fail" for t in measured.runs)
+    low, high = measured.rate_rps, failed if failed and decided else math.inf
     if not low:
         return None
     if predicted_rps < low:

@@ -127,7 +127,7 @@ class TextLengthStudy(Study):
 
     @staticmethod
     def metrics(result: dict[str, Any]) -> list[Metric]:
-        """Throughput per repeat at the shortest and the longest length."""
+        """Throughput per round at the shortest and the longest length."""
         first, last = result["points"][0], result["points"][-1]
         return [metric(f"{name}_texts_per_s", f"{name} texts ({point['target_chars']} chars)",
                        TextLengthStudy.NAME, "texts/s", "higher",
@@ -171,8 +171,9 @@ def measure_lengths(ctx: StudyContext, lengths: tuple[int, ...]
                for n in lengths}
     emit("config", label=f"{len(lengths)} text lengths, interleaved rounds", index=0, total=1)
     least_s = timing.min_time_s / timing.workload_repeats  # so the fewest rounds add up to it
-    for runner in runners.values():  # warm every length's shapes once, uncounted, and give
-        stretch(runner, runner(-1), ctx.texts, least_s)  # a quick one more texts
+    for runner in runners.values():  # warm every length's shapes once, uncounted; a quick
+        if stretch(runner, runner(-1), ctx.texts, least_s):  # one gets more texts, warmed too
+            runner(-1)
     ends = (label(lengths[0]), label(lengths[-1]))
 
     def claims(rates: Rates) -> dict[str, float]:  # the gate's two metrics and their ratio
@@ -188,14 +189,16 @@ def measure_lengths(ctx: StudyContext, lengths: tuple[int, ...]
     return [length_point(ctx, runners[label(n)], rates[label(n)]) for n in lengths], outcome, rates
 
 
-def stretch(runner: Length, rate: float, corpus: list[str], min_time_s: float) -> None:
+def stretch(runner: Length, rate: float, corpus: list[str], min_time_s: float) -> bool:
     """Give a length whose pass (at `rate` texts/s) is shorter than `min_time_s` enough whole
     batches of texts to last that long: each length is timed for at least `timing.min_time_s`
     over the fewest rounds, as every repeated measurement is."""
     seconds = len(runner.texts) / rate
-    if seconds < min_time_s:
-        batches = math.ceil(len(runner.texts) / runner.batch * min_time_s / seconds)
-        runner.texts = texts_of_length(corpus, runner.length, batches * runner.batch)
+    if seconds >= min_time_s:
+        return False
+    batches = math.ceil(len(runner.texts) / runner.batch * min_time_s / seconds)
+    runner.texts = texts_of_length(corpus, runner.length, batches * runner.batch)
+    return True
 
 
 def length_texts(ctx: StudyContext, length: int) -> list[str]:
