@@ -542,6 +542,21 @@ def test_the_thread_check_measures_the_worker_against_the_main_thread(
     assert 0.3 < found["worker_speed"] * (worker_s / main_s) < 3
 
 
+def ten_seconds_a_run(rule: Callable[[float, int], str],
+                      monkeypatch: pytest.MonkeyPatch) -> Callable[[float, int], Trial]:
+    """A scripted server whose every run takes 10 s on a fake clock that the search reads
+    (a new server: its count of runs per rate starts again)."""
+    now = [0.0]
+    server = scripted(rule)
+
+    def run(rate: float, count: int) -> Trial:
+        now[0] += 10.0
+        return server(rate, count)
+
+    monkeypatch.setattr("profiler.serving.capacity.time.monotonic", lambda: now[0])
+    return run
+
+
 def test_a_spent_time_budget_stops_the_search_unconfirmed_and_says_how_wide(
         monkeypatch: pytest.MonkeyPatch) -> None:
     now = [0.0]
@@ -622,7 +637,6 @@ def test_no_passing_rate_leaves_nothing_to_judge_a_prediction_by() -> None:
 
 def test_an_undecided_run_is_extended_only_within_the_budget_once_a_rate_passed(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [0.0]
     middle = math.sqrt(200.0)
 
     def rule(rate: float, nth: int) -> str:  # the bisection's first try is too short to judge
@@ -630,43 +644,29 @@ def test_an_undecided_run_is_extended_only_within_the_budget_once_a_rate_passed(
             return "short" if nth == 0 else "pass"
         return "pass" if rate < 20.0 else "fail"
 
-    server = scripted(rule)
-
-    def ten_seconds_a_run(rate: float, count: int) -> Trial:
-        now[0] += 10.0
-        return server(rate, count)
-
-    monkeypatch.setattr("profiler.serving.capacity.time.monotonic", lambda: now[0])
     # at 30 s the extension (up to max_run_s: 100 s of arrivals) would end past 35 s: not run
-    capacity = find_capacity(Search(ten_seconds_a_run, 0.1, 100.0, 95, budget_s=35.0), 10.0, 0.1)
+    capacity = find_capacity(Search(ten_seconds_a_run(rule, monkeypatch), 0.1, 100.0, 95,
+                                    budget_s=35.0), 10.0, 0.1)
     assert [t.verdict for t in capacity.runs] == ["pass", "fail", "short"]
     assert capacity.rate_rps == 10.0 and capacity.failed_rps == pytest.approx(middle)
     assert capacity.ended == "budget" and not capacity.confirmed
 
-    now[0] = 0.0  # without a budget the undecided run is run again, longer, and passes
-    server = scripted(rule)
-    unbounded = find_capacity(Search(ten_seconds_a_run, 0.1, 100.0, 95), 10.0, 0.1)
+    # without a budget the undecided run is run again, longer, and passes
+    unbounded = find_capacity(Search(ten_seconds_a_run(rule, monkeypatch), 0.1, 100.0, 95),
+                              10.0, 0.1)
     assert [t.verdict for t in unbounded.runs][:4] == ["pass", "fail", "short", "pass"]
 
 
 def test_before_any_rate_passed_an_undecided_run_is_extended_past_the_budget(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [0.0]
-    server = scripted(lambda rate, nth: "short" if nth == 0 else "pass")
-
-    def ten_seconds_a_run(rate: float, count: int) -> Trial:
-        now[0] += 10.0
-        return server(rate, count)
-
-    monkeypatch.setattr("profiler.serving.capacity.time.monotonic", lambda: now[0])
-    capacity = find_capacity(Search(ten_seconds_a_run, 0.1, 100.0, 95, budget_s=5.0), 10.0, 0.1)
+    run = ten_seconds_a_run(lambda rate, nth: "short" if nth == 0 else "pass", monkeypatch)
+    capacity = find_capacity(Search(run, 0.1, 100.0, 95, budget_s=5.0), 10.0, 0.1)
     assert [t.verdict for t in capacity.runs] == ["short", "pass"]  # a capacity, not none
     assert capacity.rate_rps == 10.0 and capacity.ended == "budget"
 
 
 def test_a_confirmation_the_budget_leaves_undecided_is_not_a_failure(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [0.0]
     middle = math.sqrt(200.0)
 
     def rule(rate: float, nth: int) -> str:  # the capacity's second run is too short to judge
@@ -674,14 +674,8 @@ def test_a_confirmation_the_budget_leaves_undecided_is_not_a_failure(
             return "pass" if nth == 0 else "short"
         return "pass" if rate < 20.0 else "fail"
 
-    server = scripted(rule)
-
-    def ten_seconds_a_run(rate: float, count: int) -> Trial:
-        now[0] += 10.0
-        return server(rate, count)
-
-    monkeypatch.setattr("profiler.serving.capacity.time.monotonic", lambda: now[0])
-    capacity = find_capacity(Search(ten_seconds_a_run, 0.1, 100.0, 95, budget_s=40.0), 10.0, 0.5)
+    capacity = find_capacity(Search(ten_seconds_a_run(rule, monkeypatch), 0.1, 100.0, 95,
+                                    budget_s=40.0), 10.0, 0.5)
     # no step down to a lower rate (where a failed confirmation goes): the rate stands, unconfirmed
     assert [t.verdict for t in capacity.runs] == ["pass", "fail", "pass", "short"]
     assert capacity.rate_rps == pytest.approx(middle) and not capacity.confirmed
