@@ -680,3 +680,13 @@ def test_a_confirmation_the_budget_leaves_undecided_is_not_a_failure(
     assert [t.verdict for t in capacity.runs] == ["pass", "fail", "pass", "short"]
     assert capacity.rate_rps == pytest.approx(middle) and not capacity.confirmed
     assert capacity.failed_rps == 20.0 and capacity.ended == "resolution"
+
+
+def test_no_capacity_says_whether_the_slowest_rate_failed_or_was_too_short_to_judge() -> None:
+    search = Search(scripted(lambda rate, nth: "short"), 0.1, 1.0, 95)
+    found = find_capacity(search, 8.0, 0.1)
+    assert found.rate_rps == 0.0 and found.runs[-1].verdict == "short"
+    assert found.describe(95, 100).endswith(
+        "was shown to keep p95 ≤ 100 ms (the slowest rate's runs were still too few to judge)")
+    failing = find_capacity(Search(scripted(lambda rate, nth: "fail"), 0.1, 1.0, 95), 8.0, 0.1)
+    assert failing.describe(95, 100).endswith("requests/s kept p95 ≤ 100 ms")

@@ -39,8 +39,11 @@ class Capacity(Record):
     def describe(self, percentile: float, target_ms: float) -> str:
         """`312 requests/s at p95 ≤ 100 ms (confirmed)`."""
         if not self.rate_rps:
-            return (f"no rate down to {self.failed_rps or 0:,.1f} requests/s kept p{percentile:g} "
-                    f"≤ {target_ms:g} ms")
+            undecided = bool(self.runs) and self.runs[-1].verdict == "short"
+            return (f"no rate down to {self.failed_rps or 0:,.1f} requests/s "
+                    f"{'was shown to keep' if undecided else 'kept'} p{percentile:g} ≤ "
+                    f"{target_ms:g} ms" + (" (the slowest rate's runs were still too few to "
+                                           "judge)" if undecided else ""))
         state = "confirmed" if self.confirmed else "not confirmed"
         if self.ended == "budget":
             state += "; its time budget ended the search" + (
