@@ -201,13 +201,14 @@ def token_lengths(path: Path, texts: list[str]) -> tuple[list[int], Any] | None:
     A fast tokenizer's tokenizer.json is read with `tokenizers` alone: importing transformers
     would cost the build's parent seconds it otherwise never spends. None: no tokenizer here.
     """
-    file = path / "tokenizer.json"
     config = _json(path / "tokenizer_config.json")
-    if file.is_file() and _as_saved(config if isinstance(config, dict) else {}, _json(file)):
+    saved = _text(path / "tokenizer.json")
+    if saved is not None and _as_saved(config if isinstance(config, dict) else {},
+                                       _loads(saved)):
         from tokenizers import Tokenizer
 
         try:
-            tokenizer = Tokenizer.from_file(str(file))
+            tokenizer = Tokenizer.from_str(saved)
         except Exception:  # a format this tokenizers cannot read: transformers may
             tokenizer = None
         if tokenizer is not None:
@@ -227,11 +228,25 @@ def token_lengths(path: Path, texts: list[str]) -> tuple[list[int], Any] | None:
 
 def _json(path: Path) -> Any:
     """A JSON file's content, or None where it is missing or unreadable."""
+    text = _text(path)
+    return None if text is None else _loads(text)
+
+
+def _text(path: Path) -> str | None:
+    """A text file's content, or None where it is missing or unreadable."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+
+
+def _loads(text: str) -> Any:
+    """JSON text's content, or None where it is not JSON."""
     import json
 
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return json.loads(text)
+    except ValueError:
         return None
 
 

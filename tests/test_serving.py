@@ -635,14 +635,20 @@ def test_no_passing_rate_leaves_nothing_to_judge_a_prediction_by() -> None:
     assert outside(12.0, Capacity(0.0, False, 2.0, 0.25, ())) is None
 
 
+def at_the_first_bisection(*verdicts: str) -> Callable[[float, int], str]:
+    """Passes below 20/s and fails above; at the first bisection between 10 and 20 (√200) its
+    runs give `verdicts` in turn, then pass."""
+    def rule(rate: float, nth: int) -> str:
+        if math.isclose(rate, math.sqrt(200.0)):
+            return verdicts[nth] if nth < len(verdicts) else "pass"
+        return "pass" if rate < 20.0 else "fail"
+    return rule
+
+
 def test_an_undecided_run_is_extended_only_within_the_budget_once_a_rate_passed(
         monkeypatch: pytest.MonkeyPatch) -> None:
     middle = math.sqrt(200.0)
-
-    def rule(rate: float, nth: int) -> str:  # the bisection's first try is too short to judge
-        if math.isclose(rate, middle):
-            return "short" if nth == 0 else "pass"
-        return "pass" if rate < 20.0 else "fail"
+    rule = at_the_first_bisection("short")  # its first try is too short to judge
 
     # at 30 s the extension (up to max_run_s: 100 s of arrivals) would end past 35 s: not run
     capacity = find_capacity(Search(ten_seconds_a_run(rule, monkeypatch), 0.1, 100.0, 95,
@@ -668,11 +674,7 @@ def test_before_any_rate_passed_an_undecided_run_is_extended_past_the_budget(
 def test_a_confirmation_the_budget_leaves_undecided_is_not_a_failure(
         monkeypatch: pytest.MonkeyPatch) -> None:
     middle = math.sqrt(200.0)
-
-    def rule(rate: float, nth: int) -> str:  # the capacity's second run is too short to judge
-        if math.isclose(rate, middle):
-            return "pass" if nth == 0 else "short"
-        return "pass" if rate < 20.0 else "fail"
+    rule = at_the_first_bisection("pass", "short")  # the capacity's second run is too short
 
     capacity = find_capacity(Search(ten_seconds_a_run(rule, monkeypatch), 0.1, 100.0, 95,
                                     budget_s=40.0), 10.0, 0.5)
