@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from profiler.measure.memory import PeakRss
 from profiler.model import load_model, resolve_model
 from profiler.studies.base import StudyContext
 from profiler.studies.leak import judge
-from profiler.studies.memory import MemoryStudy, probe
+from profiler.studies.memory import MemoryStudy
 
 TEXTS = [f"the river rose by {n} percent in the old city and the law was passed" * 3
          for n in range(40)]
@@ -130,7 +131,14 @@ def test_peak_sampler_runs_at_100_hz_or_more() -> None:
 
 def test_memory_probe_in_a_fresh_process(tiny_model: Path) -> None:
     # enough texts that encoding outlasts many 5 ms sampling intervals, even on a fast machine
-    point = probe(_context(tiny_model, Timing(texts_per_repeat=2000)), 8)
+    ctx = _context(tiny_model, Timing(texts_per_repeat=2000))
+    ctx = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, batch_sizes=(8,)))
+    probes = MemoryStudy.start_early(ctx.settings)  # as the worker starts them, before its model
+    probes.wait_ready()
+    probes.wait_ready()  # the study waits again: it returns at once
+    assert probes.processes[8].poll() is None  # imported, and waiting for its request
+    point = probes.measure(ctx, 8)
+    assert probes.processes[8].returncode == 0
     assert point.batch_size == 8 and point.texts == 2000
     assert point.encode_s > 0.05 and point.sample_rate_hz > 0
     assert point.rss_start_mb < point.rss_before_load_mb <= point.rss_after_load_mb

@@ -334,9 +334,25 @@ def test_serve_gives_up_once_the_percentile_is_lost() -> None:
                      Slo(50, 95), rate=100.0, clock=clock)
     assert trial.stopped_early
     assert trial.verdict == "fail"
-    assert trial.served == 2  # the second miss is one more than allowed
-    assert trial.over_target == 20  # two late, eighteen never served
-    assert clock.time == pytest.approx(0.2)  # it did not serve the rest
+    # after the first batch, one request was late and four queued ones had waited past 50 ms
+    assert trial.served == 1
+    assert trial.over_target == 20  # one late, nineteen never served
+    assert clock.time == pytest.approx(0.1)  # it did not serve the rest
+
+
+def test_an_overload_stops_on_certain_misses_before_its_queue_drains() -> None:
+    clock = FakeClock()
+    # 200 arrivals over 2 s; each takes 20 ms, twice as long as the 10 ms between arrivals.
+    # p95 allows 10 misses. Request j is served at 20(j+1) ms, late from j = 9 on: counting
+    # served misses alone, the 11th comes with the 20th request, at 0.4 s. Requests that have
+    # waited past 100 ms in the queue are misses whether served or not: counted, they stop
+    # the run sooner; serving them all would take 4 s
+    arrivals = [i / 100 for i in range(200)]
+    trial, _ = serve(served_at(arrivals), Dynamic(1, 0), computing(clock, lambda n: 0.02),
+                     Slo(100, 95), rate=100.0, clock=clock)
+    assert trial.stopped_early and trial.verdict == "fail"
+    assert trial.served == 15  # 6 served late (j = 9..14) and 5 queued past 100 ms (15..19)
+    assert clock.time == pytest.approx(0.3)
 
 
 @pytest.mark.parametrize("percentile", [90, 95, 99])
@@ -345,11 +361,12 @@ def test_exactly_the_allowed_share_of_misses_is_not_a_failure(percentile: float)
     allowed = round((100 - percentile) * 10)
     assert judge(1000, allowed, percentile) != "fail"
     assert judge(1000, allowed + 1, percentile) == "fail"
-    # serve gives up on the same rule: 20 requests of 100 ms against 50 ms keep it going
-    # while the misses are within the share, and stop it at the first one past it
+    # serve gives up on the same rule: 20 requests of 100 ms against 50 ms, none queued behind
+    # another, keep it going while the misses are within the share, and stop it at the first
+    # one past it
     clock = FakeClock()
-    trial, _ = serve(served_at([i / 100 for i in range(20)]), Dynamic(1, 0),
-                     computing(clock, lambda n: 0.1), Slo(50, percentile), rate=100.0,
+    trial, _ = serve(served_at([i / 5 for i in range(20)]), Dynamic(1, 0),
+                     computing(clock, lambda n: 0.1), Slo(50, percentile), rate=5.0,
                      clock=clock)
     assert trial.stopped_early
     assert trial.served == math.floor(20 * (100 - percentile) / 100 + 1e-9) + 1
@@ -682,6 +699,21 @@ def test_a_confirmation_the_budget_leaves_undecided_is_not_a_failure(
     assert [t.verdict for t in capacity.runs] == ["pass", "fail", "pass", "short"]
     assert capacity.rate_rps == pytest.approx(middle) and not capacity.confirmed
     assert capacity.failed_rps == 20.0 and capacity.ended == "resolution"
+
+
+def test_a_step_down_starts_only_when_both_its_runs_fit_the_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rule = at_the_first_bisection("pass", "fail")  # the capacity's confirmation fails
+    # at 40 s the step down to 14.1/1.5 = 9.4/s needs two runs of 90 requests (9.5 s each)
+    capacity = find_capacity(Search(ten_seconds_a_run(rule, monkeypatch), 0.1, 100.0, 95,
+                                    budget_s=55.0), 10.0, 0.5)
+    assert [t.verdict for t in capacity.runs] == ["pass", "fail", "pass", "fail"]
+    assert not capacity.confirmed
+
+    roomier = find_capacity(Search(ten_seconds_a_run(rule, monkeypatch), 0.1, 100.0, 95,
+                                   budget_s=65.0), 10.0, 0.5)
+    assert [t.verdict for t in roomier.runs] == ["pass", "fail", "pass", "fail", "pass", "pass"]
+    assert roomier.confirmed and roomier.rate_rps == pytest.approx(math.sqrt(200.0) / 1.5)
 
 
 def test_no_capacity_says_whether_the_slowest_rate_failed_or_was_too_short_to_judge() -> None:

@@ -1,9 +1,12 @@
 """Measure one batch size's memory in a fresh process: `python -m profiler.runner.memory_probe`.
 
-Reads a JSON request on stdin ({"model_path", "device", "batch_size", "texts", and optionally
-"limit_mb"}) and prints one JSON line: RSS at start, after imports, after the model loads, and
-the peak while encoding. With `limit_mb`, the process may take that much address space beyond
-the loaded model; an encode that needs more prints {"batch_size", "out_of_memory": reason}.
+The process imports the model stack first and prints `READY` when it has: the memory study
+starts its probes while its own process starts, and sends each its request when it is its turn.
+Then it reads a JSON request on stdin ({"model_path", "device", "batch_size", "texts", and
+optionally "limit_mb"}) and prints one JSON line: RSS at start, after imports, after the model
+loads, and the peak while encoding. With `limit_mb`, the process may take that much address
+space beyond the loaded model; an encode that needs more prints {"batch_size", "out_of_memory":
+reason}.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from profiler.measure.memory import (
 )
 
 START_MB = rss_mb()
+READY = "ready"
 
 import json  # noqa: E402
 import sys  # noqa: E402
@@ -76,11 +80,18 @@ def is_out_of_memory(exc: BaseException) -> bool:
         or type(exc).__name__ == "OutOfMemoryError"
 
 
-if __name__ == "__main__":
-    import transformers
-
+def main() -> None:
+    """Import the model stack, say so, then probe the request that arrives on stdin."""
     from profiler.runner.lifetime import die_with_parent
 
     die_with_parent()  # a probe never outlives the study that started it
+    import sentence_transformers  # noqa: F401 (the imports a fresh process pays, before READY)
+    import transformers
+
     transformers.logging.set_verbosity_error()
+    print(READY, flush=True)
     print(json.dumps(probe(json.loads(sys.stdin.read()))))
+
+
+if __name__ == "__main__":
+    main()

@@ -105,8 +105,9 @@ def find_capacity(search: Search, start_rps: float, resolution: float,
     runs: list[Trial] = []
     deadline = math.inf if search.budget_s is None else time.monotonic() + search.budget_s
 
-    def spent(rate: float = 0.0) -> bool:  # or would be, by the end of a run at `rate`
-        return time.monotonic() + (search.requests(rate) / rate if rate else 0.0) >= deadline
+    def spent(rate: float = 0.0, times: int = 1) -> bool:  # or would be, after `times` runs
+        return time.monotonic() + times * (search.requests(rate) / rate if rate else 0.0) \
+            >= deadline
 
     cut = [False]  # the last rate run was left undecided: its longer run would end too late
 
@@ -154,7 +155,7 @@ def find_capacity(search: Search, start_rps: float, resolution: float,
     if cut[0]:  # the confirmation was too short to judge, and no time is left to run it longer
         return unconfirmed()
     lower = low / (1 + resolution)  # the answer sat on the edge: one step down, passed twice?
-    if lower >= search.floor_rps and spent(lower):
+    if lower >= search.floor_rps and spent(lower, times=2):
         return unconfirmed()
     if lower >= search.floor_rps and passes(lower) and passes(lower):
         return Capacity(lower, True, low, resolution, tuple(runs))

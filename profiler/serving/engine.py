@@ -140,8 +140,10 @@ def serve(requests: Sequence[Request], batcher: Batcher, compute: Callable[[Batc
     the batcher forms batches, `compute` runs each (the model, tokenization included).
 
     With `give_up`, the run stops once more requests missed the target than the percentile
-    allows (a search needs only the verdict); without, it serves every request, and the bounded
-    queue is what keeps an overload finite (a latency curve needs the whole run).
+    allows, counting those that have already waited longer than the target, queued or not yet
+    admitted (a search needs only the verdict, and an overload's queue need not drain);
+    without, it serves every request, and the bounded queue is what keeps an overload finite
+    (a latency curve needs the whole run).
     """
     clock = clock or WallClock()
     log, queue, formed = Log(), deque[Request](), []
@@ -156,7 +158,8 @@ def serve(requests: Sequence[Request], batcher: Batcher, compute: Callable[[Batc
             compute(decision)
             log.served(decision, start, clock.now() - began, slo)
             formed.append(decision)
-            if give_up and log.over + log.dropped > allowed:
+            if give_up and log.over + log.dropped + _overdue(
+                    queue, requests, index, clock.now() - began, slo) > allowed:
                 stopped = True
                 break
             continue
@@ -169,6 +172,16 @@ def serve(requests: Sequence[Request], batcher: Batcher, compute: Callable[[Batc
     elapsed = clock.now() - began
     return summarize(log, rate, requests, slo, real_tokens_of(formed, text_tokens), elapsed,
                      stopped), log
+
+
+def _overdue(queue: Queue, requests: Sequence[Request], index: int, now: float,
+             slo: Slo) -> int:
+    """Requests not yet served that have waited past the target already: certain misses."""
+    since = now - slo.target_ms / 1000
+    waiting = sum(1 for request in queue if request.arrival_s < since)
+    while index < len(requests) and requests[index].arrival_s < since:
+        waiting, index = waiting + 1, index + 1
+    return waiting
 
 
 def _admit(requests: Sequence[Request], index: int, now: float, queue: Queue, batcher: Batcher,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from profiler.config import Settings
 from profiler.measure.metrics import Metric
@@ -87,6 +87,7 @@ class StudyContext:
     settings: Settings
     profiling: Profiling = field(default_factory=Profiling)
     run_dir: Path | None = None  # earlier studies' results in this run, e.g. batch_size.json
+    early: dict[str, Any] = field(default_factory=dict)  # study -> what its start_early began
 
     @property
     def device(self) -> str:
@@ -105,6 +106,13 @@ class StudyContext:
         return [self.texts[i % len(self.texts)] for i in range(count)]
 
 
+class Early(Protocol):
+    """Setup a study began before the model loaded (Study.start_early)."""
+
+    def wait_ready(self) -> None:
+        """Return once the setup takes no more CPU, so that no timed pass shares the cores."""
+
+
 class Study(ABC):
     """A study measures one axis of the model's behaviour and returns JSON-ready results."""
 
@@ -114,6 +122,12 @@ class Study(ABC):
     @classmethod  # noqa: B027 (an optional hook: most studies accept any input)
     def validate(cls, settings: Settings, texts: list[str]) -> None:
         """Raise ProfilerError if this study cannot run on these settings and texts."""
+
+    @classmethod
+    def start_early(cls, settings: Settings) -> Early | None:
+        """Begin slow setup that needs no model (fresh processes' imports) while the study
+        process itself starts; the worker waits until it is ready before any study measures."""
+        return None
 
     @abstractmethod
     def run(self, ctx: StudyContext) -> dict[str, Any]:
