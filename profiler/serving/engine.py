@@ -8,6 +8,7 @@ limit and counts them; they count as beyond the latency target.
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections import Counter, deque
@@ -237,7 +238,8 @@ def simulate(requests: Sequence[Request], batchers: list[Batcher], service: Serv
 
     Each arrival goes to a replica chosen at random or to the one with the shortest queue
     (`jsq`: queued, held and in service); a batch takes the service model's time, times a
-    next of the measured residuals (see ServiceModel).
+    next of the measured residuals (see ServiceModel). Ties go to the lowest replica, and an
+    arrival comes before a replica's event at the same time.
     """
     rng = np.random.default_rng(seed)
     replicas = len(batchers)
@@ -245,10 +247,14 @@ def simulate(requests: Sequence[Request], batchers: list[Batcher], service: Serv
     # machine slows several batches in a row, as it did when they were measured
     walk = [int(rng.integers(len(service.residuals))) for _ in range(replicas)]
     queues = [deque[Request]() for _ in range(replicas)]
-    free_at, wake = [0.0] * replicas, [math.inf] * replicas
     busy = [False] * replicas
+    events = _Least(replicas, math.inf)  # a replica's next event: its batch done, or a look
+    loads = _Least(replicas, 0)  # jsq's measure: queued, held and in service
     log, real = Log(), 0
     index, now = 0, 0.0
+
+    def load(r: int) -> None:
+        loads.set(r, len(queues[r]) + batchers[r].held() + busy[r])
 
     def decide(r: int, at: float) -> None:
         nonlocal real
@@ -259,37 +265,53 @@ def simulate(requests: Sequence[Request], batchers: list[Batcher], service: Serv
             seconds = service.seconds(texts_in(decision), padded_tokens(decision)) * factor
             log.served(decision, at, at + seconds, slo)
             real += sum(text_tokens(i) for request in decision for i in request.texts)
-            busy[r], free_at[r], wake[r] = True, at + seconds, math.inf
+            busy[r] = True
+            events.set(r, at + seconds)
         else:
-            wake[r] = decision
+            events.set(r, decision)
+        load(r)
 
     while True:
         following = requests[index].arrival_s if index < len(requests) else math.inf
-        times = [free_at[r] if busy[r] else wake[r] for r in range(replicas)]
-        soonest = int(np.argmin(times))
-        if math.isinf(following) and math.isinf(times[soonest]):
+        soonest, due = events.least()
+        if math.isinf(following) and math.isinf(due):
             break
-        if following <= times[soonest]:
+        if following <= due:
             now = following
-            r = _choose(queues, batchers, busy, balance, rng)
+            r = int(rng.integers(replicas)) if balance == "random" else loads.least()[0]
             if len(queues[r]) + batchers[r].held() >= queue_limit:
                 log.dropped += 1
             else:
                 queues[r].append(requests[index])
+                load(r)
             index += 1
             if not busy[r]:
                 decide(r, now)
             continue
-        now = times[soonest]
+        now = due
         busy[soonest] = False
         decide(soonest, now)
     elapsed = max(now, requests[-1].arrival_s if requests else 0.0)
     return summarize(log, rate, requests, slo, real, elapsed, False, replicas)
 
 
-def _choose(queues: list[Queue], batchers: list[Batcher], busy: list[bool], balance: str,
-            rng: np.random.Generator) -> int:
-    if balance == "random":
-        return int(rng.integers(len(queues)))
-    loads = [len(queues[i]) + batchers[i].held() + busy[i] for i in range(len(queues))]
-    return int(np.argmin(loads))
+class _Least:
+    """A value per replica, and the least of them (the lowest replica among equals), kept in a
+    heap whose outdated entries are dropped when they reach the top: O(log n) an event."""
+
+    def __init__(self, size: int, value: float) -> None:
+        self.values = [value] * size
+        self.heap = [(value, r) for r in range(size)]
+
+    def set(self, r: int, value: float) -> None:
+        """Give replica `r` a new value."""
+        if value != self.values[r]:
+            self.values[r] = value
+            heapq.heappush(self.heap, (value, r))
+
+    def least(self) -> tuple[int, float]:
+        """The replica with the least value, and that value."""
+        while self.heap[0][0] != self.values[self.heap[0][1]]:
+            heapq.heappop(self.heap)
+        value, r = self.heap[0]
+        return r, value

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from profiler.serving.batchers import Batcher
 from profiler.serving.engine import ServiceModel, Slo, Trial, simulate
@@ -41,15 +41,17 @@ class Simulator:
     slo: Slo
     queue_limit: int
     text_tokens: Callable[[int], int]
+    schedules: dict[tuple[float, int, int], list[Request]] = field(default_factory=dict)
 
     def run(self, rate: float, replicas: int = 1, balance: str = "random",
             count: int | None = None, seed: int = 0) -> Trial:
         """One simulated run at `rate` over `replicas` replicas."""
         count = count or self.requests(rate)
-        return simulate(self.schedule(rate, count, seed), [self.batcher()
-                                                              for _ in range(replicas)],
-                        self.service, self.slo, rate, balance, seed, self.queue_limit,
-                        self.text_tokens)
+        if (rate, count, seed) not in self.schedules:  # a plan runs one schedule many times
+            self.schedules[rate, count, seed] = self.schedule(rate, count, seed)
+        return simulate(self.schedules[rate, count, seed],
+                        [self.batcher() for _ in range(replicas)], self.service, self.slo, rate,
+                        balance, seed, self.queue_limit, self.text_tokens)
 
     def requests(self, rate: float) -> int:
         """Several times the early-stopping count, and at least 5 s (and SLO_SPANS latency
