@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -19,9 +18,10 @@ from profiler.config import Settings, Timing
 from profiler.measure.fit import linear_fit
 from profiler.measure.memory import PeakRss
 from profiler.model import load_model, resolve_model
+from profiler.runner.probes import start_early
 from profiler.studies.base import StudyContext
 from profiler.studies.leak import judge
-from profiler.studies.memory import MemoryStudy
+from profiler.studies.memory import MemoryPoint, MemoryStudy, ProbeFailure, probe
 
 TEXTS = [f"the river rose by {n} percent in the old city and the law was passed" * 3
          for n in range(40)]
@@ -132,13 +132,18 @@ def test_peak_sampler_runs_at_100_hz_or_more() -> None:
 def test_memory_probe_in_a_fresh_process(tiny_model: Path) -> None:
     # enough texts that encoding outlasts many 5 ms sampling intervals, even on a fast machine
     ctx = _context(tiny_model, Timing(texts_per_repeat=2000))
-    ctx = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, batch_sizes=(8,)))
-    probes = MemoryStudy.start_early(ctx.settings)  # as the worker starts them, before its model
-    probes.wait_ready()
-    probes.wait_ready()  # the study waits again: it returns at once
-    assert probes.processes[8].poll() is None  # imported, and waiting for its request
-    point = probes.measure(ctx, 8)
-    assert probes.processes[8].returncode == 0
+    started = start_early(["memory"], (8, 4, 2), quick=True)  # as the worker starts them
+    assert sorted(started) == [2, 8]  # --quick probes the smallest and the largest
+    assert start_early(["leak", "stages"], (8,), quick=False) == {}
+    for waited in (started[2], started[8], started[8]):  # the study waits again: at once
+        waited.wait_ready()
+    assert started[8].process.poll() is None  # imported, and waiting for its request
+    point = probe(ctx, 8, started[8])
+    assert started[8].process.returncode == 0
+    started[2].process.terminate()  # a probe that dies before its request: a failed size
+    failed = probe(ctx, 2, started[2])
+    assert isinstance(failed, ProbeFailure) and not failed.out_of_memory
+    assert isinstance(point, MemoryPoint)
     assert point.batch_size == 8 and point.texts == 2000
     assert point.encode_s > 0.05 and point.sample_rate_hz > 0
     assert point.rss_start_mb < point.rss_before_load_mb <= point.rss_after_load_mb
@@ -193,3 +198,23 @@ def test_memory_and_leak_are_registered_and_selectable() -> None:
 
     assert STUDIES["memory"] is MemoryStudy
     assert Settings(studies=("memory", "leak")).studies == ("memory", "leak")
+
+
+def test_a_frozen_warm_up_still_frees_each_iterations_cycles() -> None:
+    import gc
+    import weakref
+
+    from profiler.studies.leak import frozen
+
+    class Node:
+        partner: object = None
+
+    with frozen():  # what the warm-up left is out of the scans ...
+        assert gc.get_freeze_count() > 0
+        node = Node()
+        node.partner = node  # ... and a cycle made afterwards is still collected
+        gone = weakref.ref(node)
+        del node
+        gc.collect()
+        assert gone() is None
+    assert gc.get_freeze_count() == 0  # the next study's collections see everything again

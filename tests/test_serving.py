@@ -724,3 +724,30 @@ def test_no_capacity_says_whether_the_slowest_rate_failed_or_was_too_short_to_ju
         "was shown to keep p95 ≤ 100 ms (the slowest rate's runs were still too few to judge)")
     failing = find_capacity(Search(scripted(lambda rate, nth: "fail"), 0.1, 1.0, 95), 8.0, 0.1)
     assert failing.describe(95, 100).endswith("requests/s kept p95 ≤ 100 ms")
+
+
+def test_a_latency_curve_adds_runs_within_its_budget_shortest_first(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from profiler.serving.capacity import Capacity
+    from profiler.studies.serving import LOADS, load_curve
+
+    now, server, asked = [0.0], scripted(lambda rate, nth: "pass"), []
+
+    def run(kind: str, params: dict[str, float], rate: float, count: int,
+            give_up: bool = True) -> Trial:
+        asked.append(rate)
+        assert not give_up  # a curve's run serves every request
+        now[0] += count / rate  # a run lasts its arrivals
+        return server(rate, count)
+
+    monkeypatch.setattr("profiler.studies.serving.time.monotonic", lambda: now[0])
+    bench = SimpleNamespace(floor_rps=1.0, requests=lambda rate: 90, run=run)
+    searched = Capacity(10.0, True, 12.0, 0.1, (server(10.0, 90),))
+    curve = load_curve(bench, ("dynamic", {"max_batch": 8, "max_wait_ms": 5.0}),  # type: ignore[arg-type]
+                       searched, LOADS, budget_s=30.0)
+    # 15/s (6 s), 12.5/s (7.2 s), 7.5/s (12 s) fit 30 s; 5/s (18 s) and 2.5/s (36 s) would not
+    assert asked == [15.0, 12.5, 7.5]
+    assert curve["left_out_rps"] == [2.5, 5.0] and curve["budget_s"] == 30.0
+    assert [p["rate_rps"] for p in curve["points"]] == [7.5, 10.0, 12.5, 15.0]

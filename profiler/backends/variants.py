@@ -113,7 +113,7 @@ def with_instances(instances: int, threads: int) -> Callable[[StudyContext], Any
     @contextmanager
     def build(ctx: StudyContext) -> Iterator[Encode]:
         from profiler.backends.instances import InstancePool
-        from profiler.studies.base import plain_python
+        from profiler.runner.probes import plain_python
 
         if ctx.device != "cpu":
             raise Skip("parallel instances share out CPU cores")

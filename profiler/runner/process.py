@@ -17,9 +17,10 @@ from typing import Any, TextIO
 
 from profiler.rundir import RunDir
 from profiler.runner.lifetime import BUILD_PID
+from profiler.runner.probes import PLAIN_PYTHON
 from profiler.runner.zygote import MESSAGE
 from profiler.storage import Record
-from profiler.studies.base import EVENT_PREFIX, PLAIN_PYTHON
+from profiler.studies.base import EVENT_PREFIX
 
 WORKER = Path(__file__).with_name("worker.py")
 # Profile the model stack and this package; everything else (Python's own threading, Scalene)

@@ -23,21 +23,24 @@ def main(argv: list[str]) -> int:
     import psutil
 
     from profiler.config import Settings
-    from profiler.corpus import load_corpus
-    from profiler.model import ModelSource, load_model
     from profiler.rundir import CONFIG, TEXTS, RunDir
-    from profiler.studies import STUDIES
-    from profiler.studies.base import Profiling, StudyContext, emit
+    from profiler.runner.probes import start_early
 
-    began = time.time()
     run_dir, names = Path(argv[0]), argv[1].split(",")
     run = RunDir(run_dir)
     plan = run.read(CONFIG)
     settings = Settings.from_dict(plan["settings"])
+    # the memory study's fresh probes import the model stack beside this process's own imports
+    probes = start_early(names, settings.batch_sizes, settings.quick)
+
+    from profiler.corpus import load_corpus
+    from profiler.model import ModelSource, load_model
+    from profiler.studies import STUDIES
+    from profiler.studies.base import Profiling, StudyContext, emit
+
+    began = time.time()
     _quiet_libraries()
     emit("study", study=names[0], title=STUDIES[names[0]].TITLE)
-    # e.g. the memory study's fresh probe processes: their imports overlap this one's
-    early = {name: found for name in names if (found := STUDIES[name].start_early(settings))}
     emit("loading", label="loading model")
     model, info = load_model(ModelSource(**plan["model_source"]), plan["device"],
                              settings.trust_remote_code)
@@ -45,9 +48,9 @@ def main(argv: list[str]) -> int:
         Path(plan["corpus_path"]), settings.corpus_max_mb, settings.text_max_chars)
     ctx = StudyContext(model=model, info=info, texts=texts,
                        settings=settings, profiling=Profiling("--under-scalene" in argv),
-                       run_dir=run_dir, early=early)
-    for setup in early.values():  # nothing else may take CPU while a study times
-        setup.wait_ready()
+                       run_dir=run_dir, probes=probes)
+    for probe in probes.values():  # no import may share the cores with a timed pass
+        probe.wait_ready()
     seconds = {"startup": began - psutil.Process().create_time(), "load": time.time() - began}
     for index, name in enumerate(names):
         if index:

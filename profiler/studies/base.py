@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from profiler.config import Settings
 from profiler.measure.metrics import Metric
 from profiler.model import ModelInfo
+from profiler.runner.probes import Probe
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 EVENT_PREFIX = "@@profiler "
-# Under Scalene, sys.executable is an alias that profiles children too; the build passes the
-# plain interpreter here for studies that need a fresh, unprofiled process.
-PLAIN_PYTHON = "PROFILER_PLAIN_PYTHON"
 T = TypeVar("T")
 
 
@@ -31,11 +28,6 @@ def emit(event: str, **fields: Any) -> None:
     """Tell the parent process how far the study is (one JSON line on stdout)."""
     sys.stdout.write(EVENT_PREFIX + json.dumps({"event": event, **fields}) + "\n")
     sys.stdout.flush()
-
-
-def plain_python() -> str:
-    """Return the interpreter for a fresh child process that Scalene does not profile."""
-    return os.environ.get(PLAIN_PYTHON, sys.executable)
 
 
 def measure_each(values: tuple[int, ...], label: str, measure: Callable[[int], T],
@@ -87,7 +79,7 @@ class StudyContext:
     settings: Settings
     profiling: Profiling = field(default_factory=Profiling)
     run_dir: Path | None = None  # earlier studies' results in this run, e.g. batch_size.json
-    early: dict[str, Any] = field(default_factory=dict)  # study -> what its start_early began
+    probes: dict[int, Probe] = field(default_factory=dict)  # batch size -> a started memory probe
 
     @property
     def device(self) -> str:
@@ -106,13 +98,6 @@ class StudyContext:
         return [self.texts[i % len(self.texts)] for i in range(count)]
 
 
-class Early(Protocol):
-    """Setup a study began before the model loaded (Study.start_early)."""
-
-    def wait_ready(self) -> None:
-        """Return once the setup takes no more CPU, so that no timed pass shares the cores."""
-
-
 class Study(ABC):
     """A study measures one axis of the model's behaviour and returns JSON-ready results."""
 
@@ -122,12 +107,6 @@ class Study(ABC):
     @classmethod  # noqa: B027 (an optional hook: most studies accept any input)
     def validate(cls, settings: Settings, texts: list[str]) -> None:
         """Raise ProfilerError if this study cannot run on these settings and texts."""
-
-    @classmethod
-    def start_early(cls, settings: Settings) -> Early | None:
-        """Begin slow setup that needs no model (fresh processes' imports) while the study
-        process itself starts; the worker waits until it is ready before any study measures."""
-        return None
 
     @abstractmethod
     def run(self, ctx: StudyContext) -> dict[str, Any]:

@@ -37,11 +37,11 @@ from profiler.measure.rounds import (
 )
 from profiler.measure.stats import Stats, summarize
 from profiler.measure.validity import Validity, check, check_paired
+from profiler.runner.probes import plain_python
 from profiler.studies.base import (
     Study,
     StudyContext,
     emit,
-    plain_python,
     quick_subset,
     round_progress,
 )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ctypes
 import gc
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,14 +45,15 @@ class LeakStudy(Study):
              index=0, total=1)
         warmup = [iterate(ctx, texts, size) for _ in range(timing.leak_warmup)]
         rss = []
-        for n in range(timing.leak_iterations):
-            rss.append(iterate(ctx, texts, size))
-            emit("repeat", count=n + 1, value=f"{rss[-1]:,.1f} MB")
-        verdict = judge(rss, ctx.settings.leak_threshold_mb)
-        emit("done", label="leak check", summary="LEAK" if verdict.leak else "no leak")
-        with ctx.profiling.on():  # Scalene's own leak detector watches these
-            for _ in range(max(3, timing.leak_warmup)):
-                iterate(ctx, texts, size)
+        with frozen():
+            for n in range(timing.leak_iterations):
+                rss.append(iterate(ctx, texts, size))
+                emit("repeat", count=n + 1, value=f"{rss[-1]:,.1f} MB")
+            verdict = judge(rss, ctx.settings.leak_threshold_mb)
+            emit("done", label="leak check", summary="LEAK" if verdict.leak else "no leak")
+            with ctx.profiling.on():  # Scalene's own leak detector watches these
+                for _ in range(max(3, timing.leak_warmup)):
+                    iterate(ctx, texts, size)
         return {"texts_per_iteration": len(texts), "batch_size": size,
                 "warmup_rss_mb": warmup, "rss_mb": rss, **verdict_dict(verdict)}
 
@@ -60,6 +63,19 @@ class LeakStudy(Study):
         return {"leak": result["leak"], "slope_mb_per_iteration": result["fit"]["slope"],
                 "slope_ci95": result["fit"]["slope_ci95"],
                 "texts_per_iteration": result["texts_per_iteration"]}
+
+
+@contextmanager
+def frozen() -> Iterator[None]:
+    """Leave what lived through the warm-up out of the collector's scans (gc.freeze): each
+    iteration's collection then looks at that iteration's objects only, not at the model
+    stack's millions, and frees the same garbage. The objects are unfrozen afterwards."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def iterate(ctx: StudyContext, texts: list[str], batch_size: int) -> float:

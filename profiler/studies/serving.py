@@ -43,6 +43,7 @@ QUICK_EXTEND_TO = 2  # --quick: an undecided run grows to twice the early-stoppi
 LOADS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)  # of capacity: latency against load, ...
 QUICK_LOADS: tuple[float, ...] = ()  # --quick: the search's own runs only
 QUICK_SEARCH_BUDGET_S = 20.0  # --quick: one setting's search, at most about this long
+CURVE_BUDGET_SHARE = 0.5  # of the search budget: the runs a latency curve adds, per batcher
 START_SHARE = 0.5  # of the capacity the calibration batches predict: where the search starts
 NEAR = 0.15  # ... where the search ran no rate this near
 CALIBRATION_REPEATS = 3
@@ -146,13 +147,14 @@ class ServingStudy(Study):
         resolution = QUICK_RESOLUTION if quick else serving.resolution
         run_s = QUICK_RUN_S if quick else serving.min_run_s
         extend_to = QUICK_EXTEND_TO if quick else EXTEND_TO
+        budget = QUICK_SEARCH_BUDGET_S if quick else serving.search_budget_s
         fp32 = Bench("fp32", "fp32 (plain model.encode)", _computer(ctx, model_encode(ctx.model)),
-                     serving, slo, tokens, run_s, extend_to,
-                     QUICK_SEARCH_BUDGET_S if quick else serving.search_budget_s)
+                     serving, slo, tokens, run_s, extend_to, budget)
         start = start_rps(fp32, grid[0], resolution)
         searched = search_grid(fp32, grid, resolution, serving, start)
         best = max(range(len(grid)), key=lambda i: searched[i].rate_rps)
-        curves = [load_curve(fp32, grid[i], searched[i], QUICK_LOADS if quick else LOADS)
+        curves = [load_curve(fp32, grid[i], searched[i], QUICK_LOADS if quick else LOADS,
+                             CURVE_BUDGET_SHARE * budget)
                   for i in best_per_batcher(grid, searched)]
         threads = thread_cost(model_encode(ctx.model), ctx.texts,
                               THREAD_ROUNDS // 2 if quick else THREAD_ROUNDS)
@@ -333,10 +335,13 @@ def best_per_batcher(grid: list[Setting], searched: list[Capacity]) -> list[int]
 
 
 def load_curve(bench: Bench, setting: Setting, capacity: Capacity,
-               loads: tuple[float, ...]) -> dict[str, Any]:
+               loads: tuple[float, ...], budget_s: float) -> dict[str, Any]:
     """Latency, queueing and batches from light load to past capacity, for one setting: the
     search's runs that served every request, and a run at each load in `loads` (of capacity)
-    they did not come near, served to the end (the bounded queue keeps an overload finite)."""
+    they did not come near, served to the end (the bounded queue keeps an overload finite).
+
+    The added runs take at most `budget_s`, the shortest (the highest rates) first: a load
+    whose run would end past it is left out, and the curve says which."""
     kind, params = setting
     label = make(kind, params).label
     rate = capacity.rate_rps
@@ -344,11 +349,16 @@ def load_curve(bench: Bench, setting: Setting, capacity: Capacity,
     missing = [load * rate for load in loads if load * rate >= bench.floor_rps and
                not any(abs(r / (load * rate) - 1) < NEAR for r in points)]
     emit("config", label=f"latency against load: {label}", index=0, total=1)
-    for extra in missing:
+    deadline, left_out = time.monotonic() + budget_s, []
+    for extra in sorted(missing, reverse=True):
+        if time.monotonic() + bench.requests(extra) / extra > deadline:
+            left_out.append(extra)
+            continue
         points[extra] = bench.run(kind, params, extra, bench.requests(extra), give_up=False)
     emit("done", label=f"latency against load: {label}", summary=f"{len(points)} loads")
     return {"batcher": kind, "params": params, "label": label, "capacity_rps": rate,
-            "points": [points[r].to_dict() for r in sorted(points)]}
+            "points": [points[r].to_dict() for r in sorted(points)],
+            "left_out_rps": sorted(left_out), "budget_s": budget_s}
 
 
 def config_entry(bench: Bench, grid: list[Setting], searched: list[Capacity],

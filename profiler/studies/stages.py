@@ -85,8 +85,9 @@ class StagesStudy(Study):
 
 
 def measure_stages(ctx: StudyContext, batch_size: int) -> StagePoint:
-    """Time stages batch by batch for a few repeats, and plain `encode` on the same batches."""
-    count = max(ctx.settings.timing.texts_per_repeat, batch_size)
+    """Time stages batch by batch for a few repeats, and plain `encode` on the same batches:
+    a round's texts (`timing.round_texts`, at least one batch), as the comparisons time."""
+    count = max(ctx.settings.timing.round_texts, batch_size)
     texts = ctx.cycled(count - count % batch_size)
     batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
     repeats = max(1, ctx.settings.timing.min_repeats // 2)
