@@ -135,12 +135,12 @@ def test_memory_probe_in_a_fresh_process(tiny_model: Path) -> None:
     started = start_early(["memory"], (8, 4, 2), quick=True)  # as the worker starts them
     assert sorted(started) == [2, 8]  # --quick probes the smallest and the largest
     assert start_early(["leak", "stages"], (8,), quick=False) == {}
+    started[2].process.terminate()  # a probe that dies before its request: a failed size
     for waited in (started[2], started[8], started[8]):  # the study waits again: at once
         waited.wait_ready()
     assert started[8].process.poll() is None  # imported, and waiting for its request
     point = probe(ctx, 8, started[8])
     assert started[8].process.returncode == 0
-    started[2].process.terminate()  # a probe that dies before its request: a failed size
     failed = probe(ctx, 2, started[2])
     assert isinstance(failed, ProbeFailure) and not failed.out_of_memory
     assert isinstance(point, MemoryPoint)
