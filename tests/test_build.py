@@ -130,10 +130,19 @@ def test_render_rebuilds_pages_without_measuring(bulk_build: Path, tmp_path: Pat
     shutil.rmtree(tiny_project / "site")
     shutil.rmtree(tiny_project / "docs" / "report")
     runs_before = sorted((tiny_project / "data" / "runs").iterdir())
+    serving = (tiny_project / "data" / "latest").resolve() / "serving.json"
+    study = json.loads(serving.read_text())  # as if its budget had left two loads out
+    curve = study["result"]["curves"][0]
+    assert curve["left_out_rps"] == [] and curve["budget_s"] == 30.0
+    curve["left_out_rps"] = [2.5, 5.0]
+    serving.write_text(json.dumps(study))
     done = run_cli("render", cwd=tiny_project)
     assert done.returncode == 0, done.stderr
     assert (tiny_project / "site" / "report" / "batch-size" / "index.html").is_file()
     assert sorted((tiny_project / "data" / "runs").iterdir()) == runs_before
+    page = read_page(tiny_project / "site" / "report" / "serving" / "index.html")
+    assert (f"{curve['label']}: left out at 2.5, 5.0 requests/s, whose runs would have ended "
+            "past the curve's 30 s time budget") in " ".join(page.text.split())
 
 
 # the admonition at the top of each page: the workload its figures were measured on, which for
