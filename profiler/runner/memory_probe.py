@@ -1,6 +1,6 @@
 """Measure one batch size's memory in a fresh process: `python -m profiler.runner.memory_probe`.
 
-The process imports the model stack first and prints `READY` when it has: the memory study
+The process imports the model stack first and prints `ready` when it has: the memory study
 starts its probes while its own process starts, and sends each its request when it is its turn.
 Then it reads a JSON request on stdin ({"model_path", "device", "batch_size", "texts", and
 optionally "limit_mb"}) and prints one JSON line: RSS at start, after imports, after the model

@@ -69,7 +69,8 @@ class LeakStudy(Study):
 def frozen() -> Iterator[None]:
     """Leave what lived through the warm-up out of the collector's scans (gc.freeze): each
     iteration's collection then looks at that iteration's objects only, not at the model
-    stack's millions, and frees the same garbage. The objects are unfrozen afterwards."""
+    stack's hundreds of thousands. Only a frozen object left in a reference cycle later would
+    outlive its collection. The objects are unfrozen afterwards."""
     gc.collect()
     gc.freeze()
     try:
