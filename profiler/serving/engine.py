@@ -8,7 +8,9 @@ limit and counts them; they count as beyond the latency target.
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import math
 import time
 from collections import Counter, deque
@@ -177,12 +179,12 @@ def serve(requests: Sequence[Request], batcher: Batcher, compute: Callable[[Batc
 
 def _overdue(queue: Queue, requests: Sequence[Request], index: int, now: float,
              slo: Slo) -> int:
-    """Requests not yet served that have waited past the target already: certain misses."""
+    """Requests not yet served that have waited past the target already: certain misses.
+    The queue and the schedule are both in arrival order (batchers take from the front)."""
     since = now - slo.target_ms / 1000
-    waiting = sum(1 for request in queue if request.arrival_s < since)
-    while index < len(requests) and requests[index].arrival_s < since:
-        waiting, index = waiting + 1, index + 1
-    return waiting
+    queued = sum(1 for _ in itertools.takewhile(lambda r: r.arrival_s < since, queue))
+    due = bisect.bisect_left(requests, since, lo=index, key=lambda r: r.arrival_s) - index
+    return queued + max(0, due)
 
 
 def _admit(requests: Sequence[Request], index: int, now: float, queue: Queue, batcher: Batcher,

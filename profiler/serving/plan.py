@@ -41,7 +41,8 @@ class Simulator:
     slo: Slo
     queue_limit: int
     text_tokens: Callable[[int], int]
-    schedules: dict[tuple[float, int, int], list[Request]] = field(default_factory=dict)
+    schedules: dict[tuple[float, int, int], list[Request]] = field(  # drawn ones, reused
+        default_factory=dict, init=False, repr=False)
 
     def run(self, rate: float, replicas: int = 1, balance: str = "random",
             count: int | None = None, seed: int = 0) -> Trial:

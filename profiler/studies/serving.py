@@ -351,10 +351,11 @@ def load_curve(bench: Bench, setting: Setting, capacity: Capacity,
     emit("config", label=f"latency against load: {label}", index=0, total=1)
     deadline, left_out = time.monotonic() + budget_s, []
     for extra in sorted(missing, reverse=True):
-        if time.monotonic() + bench.requests(extra) / extra > deadline:
+        count = bench.requests(extra)
+        if time.monotonic() + count / extra > deadline:
             left_out.append(extra)
             continue
-        points[extra] = bench.run(kind, params, extra, bench.requests(extra), give_up=False)
+        points[extra] = bench.run(kind, params, extra, count, give_up=False)
     emit("done", label=f"latency against load: {label}", summary=f"{len(points)} loads")
     return {"batcher": kind, "params": params, "label": label, "capacity_rps": rate,
             "points": [points[r].to_dict() for r in sorted(points)],
