@@ -218,3 +218,23 @@ def test_a_frozen_warm_up_still_frees_each_iterations_cycles() -> None:
         gc.collect()
         assert gone() is None
     assert gc.get_freeze_count() == 0  # the next study's collections see everything again
+
+
+def test_probes_get_the_builds_environment_back_from_scalenes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import json as json_module
+
+    from profiler.runner.probes import PLAIN_ENV, build_env, plain_env
+
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin")
+    saved = build_env()  # what the build passes its study processes
+    assert json_module.loads(saved)["LD_PRELOAD"] is None
+    assert plain_env().get("LD_PRELOAD") is None  # no build passed anything: unchanged
+    monkeypatch.setenv("LD_PRELOAD", "/x/libscalene.so")  # what Scalene's launcher sets
+    monkeypatch.setenv("PATH", "/tmp/scalene-alias:/usr/bin")
+    assert plain_env()["LD_PRELOAD"] == "/x/libscalene.so"
+    monkeypatch.setenv(PLAIN_ENV, saved)
+    env = plain_env()
+    assert "LD_PRELOAD" not in env and env["PATH"] == "/usr/bin"
+    assert env[PLAIN_ENV] == saved  # the rest of the environment stays

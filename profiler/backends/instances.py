@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from profiler.errors import ProfilerError
 from profiler.runner.instance import frame, read_frame
+from profiler.runner.probes import plain_env
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,7 +43,7 @@ class InstancePool:
                 self.logs.append(tempfile.TemporaryFile())  # noqa: SIM115 (closed in close())
                 process = subprocess.Popen([python, "-m", "profiler.runner.instance"],
                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                           stderr=self.logs[-1])
+                                           stderr=self.logs[-1], env=plain_env())
                 self.processes.append(process)
                 self._send(len(self.processes) - 1, json.dumps(request).encode() + b"\n")
             for index in range(instances):  # they load at once; wait for each

@@ -9,6 +9,7 @@ measures, so no timed pass shares the cores with an import.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,13 +17,38 @@ import tempfile
 from typing import IO
 
 # Under Scalene, sys.executable is an alias that profiles children too; the build passes the
-# plain interpreter here for studies that need a fresh, unprofiled process.
+# plain interpreter here for studies that need a fresh, unprofiled process ...
 PLAIN_PYTHON = "PROFILER_PLAIN_PYTHON"
+# ... and its own values of what Scalene's launcher sets in the environment: its allocator
+# (LD_PRELOAD) would otherwise be inherited, adding its memory and its malloc hooks
+PLAIN_ENV = "PROFILER_PLAIN_ENV"
+SCALENE_SETS = ("LD_PRELOAD", "LD_LIBRARY_PATH", "DYLD_INSERT_LIBRARIES", "PYTHONMALLOC",
+                "LC_ALL", "PATH")
 
 
 def plain_python() -> str:
     """Return the interpreter for a fresh child process that Scalene does not profile."""
     return os.environ.get(PLAIN_PYTHON, sys.executable)
+
+
+def build_env() -> str:
+    """The build's own values of what Scalene sets, for PLAIN_ENV (None: unset)."""
+    return json.dumps({key: os.environ.get(key) for key in SCALENE_SETS})
+
+
+def plain_env() -> dict[str, str]:
+    """The environment for a fresh child process: this one's, with the build's own values of
+    what Scalene set (as it is where no build passed them)."""
+    env = dict(os.environ)
+    saved = json.loads(env.get(PLAIN_ENV) or "{}")
+    for key in SCALENE_SETS:
+        if key not in saved:
+            continue
+        if saved[key] is None:
+            env.pop(key, None)
+        else:
+            env[key] = saved[key]
+    return env
 
 
 def probe_sizes(sizes: tuple[int, ...], quick: bool) -> tuple[int, ...]:
@@ -39,7 +65,7 @@ class Probe:
         self.errors: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by `ask`)
         self.process = subprocess.Popen([plain_python(), "-m", "profiler.runner.memory_probe"],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self.errors)
+                                        stderr=self.errors, env=plain_env())
         self.ready = False
 
     def wait_ready(self) -> None:

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from profiler.rundir import RunDir
 from profiler.runner.lifetime import BUILD_PID
-from profiler.runner.probes import PLAIN_PYTHON
+from profiler.runner.probes import PLAIN_ENV, PLAIN_PYTHON, build_env
 from profiler.runner.zygote import MESSAGE
 from profiler.storage import Record
 from profiler.studies.base import EVENT_PREFIX
@@ -118,8 +118,10 @@ def _relay(line: str, sink: TextIO, on_event: EventHandler) -> None:
 
 
 def study_env() -> dict[str, str]:
-    """A study process's environment: the interpreter for its probes, and the build to die with."""
-    return {**os.environ, PLAIN_PYTHON: sys.executable, BUILD_PID: str(os.getpid())}
+    """A study process's environment: the interpreter and environment for its probes, and the
+    build to die with."""
+    return {**os.environ, PLAIN_PYTHON: sys.executable, PLAIN_ENV: build_env(),
+            BUILD_PID: str(os.getpid())}
 
 
 def _popen(command: list[str], stderr: TextIO, relay: Callable[[str], None]) -> int:

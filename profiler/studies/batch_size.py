@@ -37,7 +37,7 @@ from profiler.measure.rounds import (
 )
 from profiler.measure.stats import Stats, summarize
 from profiler.measure.validity import Validity, check, check_paired
-from profiler.runner.probes import plain_python
+from profiler.runner.probes import plain_env, plain_python
 from profiler.studies.base import (
     Study,
     StudyContext,
@@ -331,7 +331,8 @@ def cold_start(ctx: StudyContext) -> dict[str, Any] | None:
     request = {"model_path": ctx.info.path, "device": ctx.device, "text": ctx.request[0],
                "trust_remote_code": ctx.settings.trust_remote_code}
     done = subprocess.run([plain_python(), "-m", "profiler.runner.cold_start"],
-                          input=json.dumps(request), capture_output=True, text=True, check=False)
+                          input=json.dumps(request), capture_output=True, text=True, check=False,
+                          env=plain_env())
     if done.returncode != 0:
         emit("done", label="cold start", summary="failed")
         return None
