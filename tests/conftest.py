@@ -16,6 +16,9 @@ CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite runs two tests at a time (-n 2): each gets one core for torch and the builds it
+# starts, instead of both spinning two threads on two cores (a third slower end to end).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def build_tiny_model(target: Path) -> Path:

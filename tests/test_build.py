@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import re
 import shutil
@@ -13,6 +14,7 @@ import pytest
 from conftest import SHARED, copy_build
 from helpers import fmt, read_page, run_cli, run_profiler, table_by_header
 
+from profiler.runner.scalene_output import has_samples
 from profiler.storage import SCHEMA_VERSION
 from profiler.studies import STUDIES
 
@@ -178,7 +180,10 @@ def test_full_build_under_scalene_profiles_and_names_every_workload(tiny_project
     run_dir = (tiny_project / "data" / "latest").resolve()
     study = json.loads((run_dir / "batch_size.json").read_text())
     assert study["scalene"]["status"] == "profiled"
-    assert (run_dir / study["scalene"]["profile"]).is_file()
+    profile = json.loads(gzip.decompress((run_dir / study["scalene"]["profile"]).read_bytes()))
+    lines = [line for found in profile["files"].values() for line in found["lines"]]
+    assert lines and all(has_samples(line) for line in lines)  # Scalene's lines with samples
+    assert study["hotspots"]["cpu_lines"]
     overhead = study["result"]["scalene_overhead"]
     assert overhead["rounds"] == 2 and overhead["workload"] == "bulk"
     assert overhead["batch_size"] == study["result"]["choices"]["bulk"]["recommended_batch_size"]

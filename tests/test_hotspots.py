@@ -365,3 +365,31 @@ def test_standalone_page_is_smaller_than_scalenes_own(tmp_path: Path,
     assert page is not None
     # The fixture is already cut down to a few lines a file; its idle ones still come out.
     assert page.stat().st_size < whole
+
+
+def test_scalene_writes_only_lines_with_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scalene.scalene_analysis import ScaleneAnalysis
+    from scalene.scalene_json import ScaleneJSON
+    from scalene.scalene_statistics import ScaleneStatistics
+
+    from profiler.runner.scalene_output import trim_scalene_output
+
+    whole = ScaleneJSON.output_profile_line
+    for owner, name in ((ScaleneJSON, "output_profile_line"),
+                        (ScaleneAnalysis, "get_native_imported_modules")):
+        monkeypatch.setattr(owner, name, owner.__dict__[name])  # put back after the test
+    assert trim_scalene_output() and trim_scalene_output()  # the pinned Scalene; once only
+    stats = ScaleneStatistics()
+    stats.cpu_stats.total_cpu_samples = 10
+    stats.cpu_stats.cpu_samples_python["f.py"][3] = 4
+
+    def line(number: int, write: Any = ScaleneJSON.output_profile_line,
+             **extra: Any) -> dict[str, Any]:
+        return write(ScaleneJSON(), fname="f.py", fname_print="f.py", line_no=number,
+                     line="x = 1", stats=stats, profile_this_code=lambda name, at: True, **extra)
+
+    assert line(3) == line(3, whole) and line(3)["n_sys_percent"]  # sampled: as before
+    assert line(4, whole)["lineno"] == 4
+    assert line(4) == {}  # never sampled: left out
+    assert line(4, force_print=True)["lineno"] == 4  # a function's summary is always written
+    assert ScaleneAnalysis.get_native_imported_modules("import numpy\n") == []
