@@ -176,8 +176,9 @@ class DriftingModel:
         return {"input_ids": [[0] * (len(t) // 4 + 2) for t in texts]}
 
 
+@pytest.mark.parametrize("lengths", [(10, 100, 400), (400, 10, 100)])
 def test_text_lengths_are_timed_in_interleaved_rounds_that_cancel_drift(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, lengths: tuple[int, ...]) -> None:
     from types import SimpleNamespace
 
     model = DriftingModel()
@@ -192,9 +193,10 @@ def test_text_lengths_are_timed_in_interleaved_rounds_that_cancel_drift(
                     budget_s=3.0)
     ctx = StudyContext(model=model, info=SimpleNamespace(device="cpu",  # type: ignore[arg-type]
                        max_seq_length=64), texts=CORPUS * 20,
-                       settings=Settings(text_lengths=(10, 100, 400), length_batch_size=4,
+                       settings=Settings(text_lengths=lengths, length_batch_size=4,
                                          timing=timing))
     result = TextLengthStudy().run(ctx)
+    assert [p["target_chars"] for p in result["points"]] == [10, 100, 400]  # in any order given
     rounds = result["rounds"]["rounds"]
     assert rounds >= 4 and result["rounds"]["stopped_by"] in ("precision", "budget", "max_rounds")
     assert all(p["throughput_texts_per_s"]["n"] == rounds for p in result["points"])

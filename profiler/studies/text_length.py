@@ -95,7 +95,7 @@ class TextLengthStudy(Study):
     def run(self, ctx: StudyContext) -> dict[str, Any]:
         """Measure every target length at a fixed batch size."""
         lengths = (quick_subset(ctx.settings.text_lengths) if ctx.settings.quick
-                   else ctx.settings.text_lengths)
+                   else tuple(sorted(ctx.settings.text_lengths)))  # shortest first, as given or not
         points, outcome, rates = measure_lengths(ctx, lengths)
         medians = [p.throughput_texts_per_s.median for p in points]
         shortest, longest = rates[label(lengths[0])], rates[label(lengths[-1])]
