@@ -32,9 +32,10 @@ def trim_scalene_output() -> bool:
         return False
 
     @functools.wraps(line)
-    def active_lines(self: Any, **kwargs: Any) -> dict[str, Any]:
-        found: dict[str, Any] = line(self, **kwargs)
-        return found if kwargs.get("force_print") or has_samples(found) else {}
+    def active_lines(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        found: dict[str, Any] = line(self, *args, **kwargs)
+        keep = not isinstance(found, dict) or kwargs.get("force_print") or has_samples(found)
+        return found if keep else {}
 
     active_lines.trimmed = True  # type: ignore[attr-defined]
     ScaleneJSON.output_profile_line = active_lines
