@@ -14,7 +14,7 @@ import pytest
 from conftest import SHARED, copy_build
 from helpers import fmt, read_page, run_cli, run_profiler, table_by_header
 
-from profiler.runner.scalene_output import has_samples
+from profiler.analysis.hotspots import is_active
 from profiler.storage import SCHEMA_VERSION
 from profiler.studies import STUDIES
 
@@ -182,7 +182,7 @@ def test_full_build_under_scalene_profiles_and_names_every_workload(tiny_project
     assert study["scalene"]["status"] == "profiled"
     profile = json.loads(gzip.decompress((run_dir / study["scalene"]["profile"]).read_bytes()))
     lines = [line for found in profile["files"].values() for line in found["lines"]]
-    assert lines and all(has_samples(line) for line in lines)  # Scalene's lines with samples
+    assert lines and all(is_active(line) for line in lines)  # Scalene's lines with samples
     assert study["hotspots"]["cpu_lines"]
     overhead = study["result"]["scalene_overhead"]
     assert overhead["rounds"] == 2 and overhead["workload"] == "bulk"

@@ -4,7 +4,8 @@ Scalene writes a record for every line of every file it sampled: a quick build's
 22,779 lines, 43 of them with a sample. Building, validating (pydantic, twice) and indenting the
 others, and scanning each file for native imports (which only its AI prompts read), took most of
 the 10-15 s each profiled process spent exiting. Lines without samples carry nothing the
-hotspots, the downloads or Scalene's own viewer show beyond the source text.
+hotspots, the downloads or Scalene's own viewer show beyond the source text; "sampled" is
+the test the viewer's copy already used (`hotspots.is_active`).
 
 Applied inside the worker, which runs in Scalene's own process; Scalene is pinned in
 `pyproject.toml`, and a Scalene without these methods is left as it is (a slower exit).
@@ -15,7 +16,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-QUIET_KEYS = frozenset({"lineno", "line", "is_coroutine"})  # present on every line
+from profiler.analysis.hotspots import is_active
 
 
 def trim_scalene_output() -> bool:
@@ -34,15 +35,10 @@ def trim_scalene_output() -> bool:
     @functools.wraps(line)
     def active_lines(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         found: dict[str, Any] = line(self, *args, **kwargs)
-        keep = not isinstance(found, dict) or kwargs.get("force_print") or has_samples(found)
+        keep = not isinstance(found, dict) or kwargs.get("force_print") or is_active(found)
         return found if keep else {}
 
     active_lines.trimmed = True  # type: ignore[attr-defined]
     ScaleneJSON.output_profile_line = active_lines
     ScaleneAnalysis.get_native_imported_modules = staticmethod(lambda source: [])
     return True
-
-
-def has_samples(line: dict[str, Any]) -> bool:
-    """Whether a line record of Scalene's holds any measurement (not just its text)."""
-    return any(value for key, value in line.items() if key not in QUIET_KEYS)
