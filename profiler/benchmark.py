@@ -14,18 +14,23 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from profiler.measure.stats import summarize
 from profiler.rundir import SUMMARY, RunDir
+from profiler.studies import read_result
+
+if TYPE_CHECKING:
+    from profiler.studies.batch_size import BatchSizeResult
+    from profiler.studies.serving import ServingResult
 
 # The quick build in 90 seconds, the full build in 6 minutes, the experiments within it.
 TARGETS_S = {"quick": 90.0, "full": 360.0, "studies": 240.0, "optimizations": 120.0}
 
 
-def timed_build(project: Path, *args: str) -> tuple[float, dict[str, Any]]:
+def timed_build(project: Path, *args: str) -> tuple[float, BatchSizeResult]:
     """Run `profiler build ARGS` in `project`; return wall seconds and the batch-size result.
 
     Prints how long each study's process took (from summary.json) and how precise its
@@ -44,31 +49,31 @@ def timed_build(project: Path, *args: str) -> tuple[float, dict[str, Any]]:
     if "--study" not in args:
         print_precision(latest)
         print_serving(latest)
-    return seconds, latest.read_study("batch_size")["result"]
+    return seconds, read_result(latest, "batch_size")
 
 
 def print_serving(run: RunDir) -> None:
     """Capacity per batcher setting, and the simulation's capacity against the measured."""
     if not run.has_study("serving"):
         return
-    result = run.read_study("serving")["result"]
-    slo = result["slo"]
-    print(f"  serving: capacity at p{slo['percentile']:g} <= {slo['target_ms']:g} ms")
-    for config in result["configs"]:
-        for setting in config["settings"]:
-            capacity = setting["capacity"]
-            print(f"    {config['name']:<10} {setting['label']:<48} {capacity['rate_rps']:8.1f} "
-                  f"requests/s{'' if capacity['confirmed'] else ' (not confirmed)'}")
-    prediction = result["prediction"]
-    error = prediction["error"]
-    print(f"    simulated {prediction['predicted_rps']:.1f} against measured "
-          f"{prediction['measured_rps']:.1f} requests/s"
-          + (f" ({100 * error:+.0f}%, tolerance ±{100 * prediction['tolerance']:.0f}%"
-             f" of the measured bracket: {'trusted' if prediction['trusted'] else 'not trusted'})"
+    result: ServingResult = read_result(run, "serving")
+    slo = result.slo
+    print(f"  serving: capacity at p{slo.percentile:g} <= {slo.target_ms:g} ms")
+    for config in result.configs:
+        for setting in config.settings:
+            capacity = setting.capacity
+            print(f"    {config.name:<10} {setting.label:<48} {capacity.rate_rps:8.1f} "
+                  f"requests/s{'' if capacity.confirmed else ' (not confirmed)'}")
+    prediction = result.prediction
+    error = prediction.error
+    print(f"    simulated {prediction.predicted_rps:.1f} against measured "
+          f"{prediction.measured_rps:.1f} requests/s"
+          + (f" ({100 * error:+.0f}%, tolerance ±{100 * prediction.tolerance:.0f}%"
+             f" of the measured bracket: {'trusted' if prediction.trusted else 'not trusted'})"
              if error is not None else ""))
-    for fleet in result["fleet"]:
-        print(f"    replicas for {result['target_rps']:,.0f} requests/s, {fleet['balance']}: "
-              f"{fleet['replicas']}")
+    for fleet in result.fleet:
+        print(f"    replicas for {result.target_rps:,.0f} requests/s, {fleet.balance}: "
+              f"{fleet.replicas}")
 
 
 def print_precision(run: RunDir) -> None:
@@ -76,21 +81,21 @@ def print_precision(run: RunDir) -> None:
     for name in ("batch_size", "optimizations"):
         if not run.has_study(name):
             continue
-        result = run.read_study(name)["result"]
-        rounds, aa = result.get("rounds"), result.get("aa")
+        result = read_result(run, name)
+        rounds, aa = result.rounds, result.aa
         if rounds:
-            widths = [w for w in rounds["widths"].values() if w is not None]
-            print(f"  {name}: {rounds['rounds']} rounds, stopped by {rounds['stopped_by']}, "
+            widths = [w for w in rounds.widths.values() if w is not None]
+            print(f"  {name}: {rounds.rounds} rounds, stopped by {rounds.stopped_by}, "
                   f"widest interval ±{100 * max(widths, default=math.inf):.1f}% "
-                  f"(target ±{100 * rounds['target']:.1f}%)")
+                  f"(target ±{100 * rounds.target:.1f}%)")
         if aa:
-            print(f"    A/A {aa['speedup']:.3f}× ({aa['ci95'][0]:.3f}–{aa['ci95'][1]:.3f}) "
-                  f"{'passed' if aa['passed'] else 'FAILED'}")
-        for row in result.get("experiments", []):
-            if row.get("speedup_ci95"):
-                low, high = row["speedup_ci95"]
-                print(f"    {row['name']:<16} {row['speedup']:.2f}× ({low:.2f}–{high:.2f}) "
-                      f"±{50 * (high - low) / row['speedup']:.1f}%")
+            print(f"    A/A {aa.speedup:.3f}× ({aa.ci95[0]:.3f}–{aa.ci95[1]:.3f}) "
+                  f"{'passed' if aa.passed else 'FAILED'}")
+        for row in getattr(result, "experiments", []):
+            if row.speedup_ci95 and row.speedup:
+                low, high = row.speedup_ci95
+                print(f"    {row.name:<16} {row.speedup:.2f}× ({low:.2f}–{high:.2f}) "
+                      f"±{50 * (high - low) / row.speedup:.1f}%")
 
 
 def print_split(total_s: float, per_study: dict[str, float]) -> None:
@@ -158,11 +163,11 @@ def agreement(project: Path, sizes: list[int], pairs: int) -> list[tuple[Any, ..
             pooled["plain"].setdefault(size, []).extend(samples)
         _, result = timed_build(project, "--study", "batch_size", "--no-site", "--batch-sizes",
                                 ",".join(map(str, sizes)))
-        for point in result["points"]:
-            if point["batch_size"] in sizes:
-                kind = "build" if point["workload"] == "bulk" else "stream"
-                samples = point["throughput_texts_per_s"]["samples"]
-                pooled[kind].setdefault(point["batch_size"], []).extend(samples)
+        for point in result.points:
+            if point.batch_size in sizes:
+                kind = "build" if point.workload == "bulk" else "stream"
+                samples = point.throughput_texts_per_s.samples
+                pooled[kind].setdefault(point.batch_size, []).extend(samples)
     rows = []
     for size in sizes:
         a, b = summarize(pooled["build"][size]), summarize(pooled["plain"][size])
@@ -203,9 +208,10 @@ def main(quick_only: bool, agreement_only: bool, sizes: str) -> None:
         full_s, profiled = timed_build(project)
         print(f"profiler build (full):  {full_s:6.1f} s (target < {TARGETS_S['full']:.0f} s)")
         print_agreement(project, batch_sizes)
-        overhead = profiled["scalene_overhead"]
-        print(f"\nScalene overhead with profiling on, batch {overhead['batch_size']}: "
-              f"{overhead['overhead_pct']:+.1f}%")
+        overhead = profiled.scalene_overhead
+        if overhead is not None:
+            print(f"\nScalene overhead with profiling on, batch {overhead.batch_size}: "
+                  f"{overhead.overhead_pct:+.1f}%")
 
 
 if __name__ == "__main__":

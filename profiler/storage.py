@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import json
 import os
@@ -40,14 +41,46 @@ class Record:
     """
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the record as plain JSON-ready data."""
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        """Return the record as plain JSON-ready data (nested records as dicts, tuples as lists:
+        what reading its JSON gives)."""
+        return _plain(dataclasses.asdict(self))  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Read a record written by `to_dict`; keys it does not know (derived ones) are left."""
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        return cls(**{key: value for key, value in data.items() if key in names})
+        """Read a record written by `to_dict`, nested records included, each field checked
+        against its type; keys it does not know (derived ones) are left.
+
+        ProfilerError names the first field that does not fit, in one line.
+        """
+        from pydantic import ValidationError
+
+        try:
+            return _adapter(cls).validate_python(data)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            raise ProfilerError(mismatch(exc, "the record")) from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+@functools.cache
+def _adapter(cls: type) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(cls)
+
+
+def mismatch(exc: Any, whole: str) -> str:
+    """A pydantic ValidationError as one line: where the first wrong field is (`whole` when it
+    is the data as a whole) and what is wrong; never the value, which may be anything."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or whole
+    return f"{where}: {str(first['msg']).removeprefix('Value error, ')}"
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

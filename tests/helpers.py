@@ -114,3 +114,40 @@ def _exit_code(entry: Any) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0
+
+
+def typed(study: str, data: dict[str, Any] | None) -> Any:
+    """A study's result JSON (golden, or edited by a test) as the run's one reader reads it."""
+    from profiler.studies import STUDIES
+
+    return None if data is None else STUDIES[study].read(data)
+
+
+def typed_all(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """`typed` for every study's result of a run."""
+    return {study: typed(study, data) for study, data in results.items()}
+
+
+def recommend(optimizations: dict[str, Any] | None,
+              batch: dict[str, Any] | None = None) -> list[Any]:
+    """The recommendation rules on golden (or edited) JSON, as a run's reader gives it them."""
+    from profiler.analysis import recommendations
+
+    return recommendations.recommend(typed("optimizations", optimizations),
+                                     typed("batch_size", batch))
+
+
+def not_recommended(optimizations: dict[str, Any] | None,
+                    batch: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """`recommendations.not_recommended` on golden (or edited) JSON."""
+    from profiler.analysis import recommendations
+
+    return recommendations.not_recommended(typed("optimizations", optimizations),
+                                           typed("batch_size", batch))
+
+
+def best_configuration(optimizations: dict[str, Any]) -> dict[str, Any] | None:
+    """`recommendations.best_configuration` on golden (or edited) JSON."""
+    from profiler.analysis import recommendations
+
+    return recommendations.best_configuration(typed("optimizations", optimizations))

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import build_random_model
-from helpers import read_page, run_profiler
+from helpers import read_page, run_profiler, typed
 
 from profiler.analysis.bottlenecks import find_bottlenecks, padding
 from profiler.config import Settings, Timing
@@ -52,7 +52,7 @@ def run_study(model_dir: Path, texts: list[str], repeats: int, cold_start: bool 
                        settings=Settings(timing=timing, request_size=len(texts),
                                          workload="stream", cold_start=cold_start, **settings))
     assert ctx.request == texts  # a request of the corpus's size is the corpus, in order
-    return BatchSizeStudy().run(ctx)
+    return BatchSizeStudy().run(ctx).to_dict()
 
 
 def hand_batches(texts: list[str], size: int, workload: str) -> list[list[int]]:
@@ -162,7 +162,7 @@ def test_no_padding_bottleneck_where_stream_and_bulk_pad_alike(
             bulk["throughput_texts_per_s"]["samples"] = [1.5 * s for s in stream_samples]
             bulk["throughput_texts_per_s"]["median"] = 1.5 * point["throughput_texts_per_s"][
                 "median"]
-    assert padding(result) is None
+    assert padding(typed("batch_size", result)) is None
 
 
 # --- what padding costs, measured on a model large enough for compute to dominate -----------
@@ -189,7 +189,7 @@ def test_padding_bottleneck_is_measured_on_a_mixed_stream(medium_model: Path) ->
     assert points[("bulk", size)]["padding"]["real_share"] == 1.0
     assert points[("stream", size)]["padding"]["real_share"] == pytest.approx(
         (32 * 122 + 32 * 3) / (64 * 122))
-    found = {b.title: b for b in find_bottlenecks({"batch_size": mixed})}
+    found = {b.title: b for b in find_bottlenecks({"batch_size": typed("batch_size", mixed)})}
     # it is claimed exactly when the measured saving clears the noise (whether it does here
     # depends on what else this machine is running: a timing, not the rule, is what varies)
     _, (low, high) = speedup(points[("stream", size)]["throughput_texts_per_s"]["samples"],

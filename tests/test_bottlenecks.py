@@ -20,20 +20,33 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import typed, typed_all
 
-from profiler.analysis.bottlenecks import (
-    batch_size_choice,
-    find_bottlenecks,
-    find_context,
-    padding,
-    severity_of,
-)
+from profiler.analysis import bottlenecks
+from profiler.analysis.bottlenecks import Bottleneck, Context, severity_of
 from profiler.measure.stats import speedup_interval, summarize
 from profiler.studies.batch_size import WorkloadPoint, pick_batch_sizes
 from profiler.workloads import Padding
 
 GOLDEN = Path(__file__).parent / "data" / "bottlenecks"
 Result = dict[str, Any]
+
+
+def find_bottlenecks(results: dict[str, Result], budget_mb: float = 2048.0) -> list[Bottleneck]:
+    """The rules on results as a run's reader gives them."""
+    return bottlenecks.find_bottlenecks(typed_all(results), budget_mb)
+
+
+def find_context(results: dict[str, Result], budget_mb: float = 2048.0) -> list[Context]:
+    return bottlenecks.find_context(typed_all(results), budget_mb)
+
+
+def padding(result: Result) -> Bottleneck | None:
+    return bottlenecks.padding(typed("batch_size", result))
+
+
+def batch_size_choice(result: Result) -> Bottleneck | None:
+    return bottlenecks.batch_size_choice(typed("batch_size", result))
 
 
 def _load(name: str) -> Result:
@@ -64,7 +77,7 @@ def _titles(measured: Result, budget_mb: float = 2048.0) -> list[str]:
 def _stats(data: Any) -> Iterator[Result]:
     """Every Stats-like dict (one with raw samples) anywhere in a fixture."""
     if isinstance(data, dict):
-        if "samples" in data:
+        if isinstance(data.get("samples"), list):
             yield data
         for value in data.values():
             yield from _stats(value)
@@ -226,8 +239,9 @@ def test_memory_over_budget_is_high_whatever_its_size_and_severity_ranks_first()
 
 def test_a_leak_is_high_whatever_its_size_and_ranks_by_impact() -> None:
     measured = _measured()
-    measured["leak"] = {"leak": True, "rss_mb": [990.0, 1000.0],
-                        "fit": {"slope": 0.05, "slope_ci95": [0.02, 0.08]},
+    leak = measured["leak"]
+    measured["leak"] = {**leak, "leak": True, "rss_mb": [990.0, 1000.0],
+                        "fit": {**leak["fit"], "slope": 0.05, "slope_ci95": [0.02, 0.08]},
                         "growth_mb_per_1000_iterations": 50.0}
     found = find_bottlenecks(measured)
     leak = next(b for b in found if b.study == "leak")

@@ -312,6 +312,12 @@ HOSTILE_FOLDERS = [  # (id, the change to the run folder, words of the one-line 
     ("model-name-script", lambda run: _edit(run / "config.json", lambda c: c["settings"].update(
         model="tiny" + SCRIPT)), "markup"),
     ("study-missing", lambda run: (run / "stages.json").unlink(), "stages.json is missing"),
+    ("result-field-markup", lambda run: _edit(run / "batch_size.json", lambda s: s["result"][
+        "points"][0].update(batch_size=SCRIPT)),
+     "batch_size.json does not hold a batch_size result: points.0.batch_size: Input should be "
+     "a valid integer"),
+    ("result-field-missing", lambda run: _edit(run / "leak.json", lambda s: s["result"].pop(
+        "fit")), "leak.json does not hold a leak result: fit: Field required"),
     ("run-file-a-link", lambda run: _link(run / "calibration.json", run.parent / "x.json"),
      "calibration.json is a link"),
 ]
@@ -331,6 +337,20 @@ def test_merge_refuses_a_hostile_folder_in_one_line_and_writes_nothing(
     assert done.stderr.count("\n") == 1 and words in done.stderr, done.stderr
     assert snapshot(project / "data") == before
     assert not list(project.parent.parent.glob("**/PWNED*"))
+
+
+@SHARED
+def test_render_names_a_study_result_that_does_not_fit_in_one_line(
+        bulk_build: Path, tmp_path: Path) -> None:
+    project = copy_build(bulk_build, tmp_path / "project")
+    run = (project / "data" / "latest").resolve()
+    _edit(run / "memory.json", lambda s: s["result"].update(points="all"))
+    before = snapshot(project / "data")
+    done = run_cli("render", "--no-site", cwd=project)
+    assert done.returncode == 1
+    assert done.stderr == (f"error: {run / 'memory.json'} does not hold a memory result: points: "
+                           "Input should be a valid list\n"), done.stderr
+    assert snapshot(project / "data") == before
 
 
 def test_csv_cells_a_spreadsheet_would_run_are_defused() -> None:

@@ -88,9 +88,9 @@ from profiler.studies.leak import LeakStudy
 model, info = load_model(resolve_model(sys.argv[1]), "cpu")
 ctx = StudyContext(model=model, info=info, texts=TEXTS,
                    settings=Settings(timing=LEAK_TIMING, length_batch_size=4))
-found = {"clean": LeakStudy().run(ctx)}
+found = {"clean": LeakStudy().run(ctx).to_dict()}
 model.append(KeepEveryOutput())  # the same model, now keeping every output it makes
-found["leaky"] = LeakStudy().run(ctx)
+found["leaky"] = LeakStudy().run(ctx).to_dict()
 print(json.dumps(found))
 """
 

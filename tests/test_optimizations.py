@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 from conftest import SHARED
-from helpers import fmt, read_page, run_profiler, table_by_header
+from helpers import fmt, read_page, run_profiler, table_by_header, typed
 
 from profiler.analysis.quality import pareto_front
+from profiler.analysis.recommendations import best_configuration
 from profiler.backends.variants import FAMILIES, Skip, Variant, variants
 from profiler.config import Settings, Timing
 from profiler.measure.flops import batch_flops, flops_per_token, model_config
@@ -115,7 +116,7 @@ def test_baseline_and_bf16_rows(tiny_model: Path, monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(study, "PRUNE_BELOW", 0.0)  # bf16 on a CPU may be slow: time it anyway
     ctx = _context(tiny_model, experiments=("bf16", "max_seq"))
-    result = OptimizationsStudy().run(ctx)
+    result = OptimizationsStudy().run(ctx).to_dict()
     assert result["workload"] == "bulk" and result["texts"] == 40
     assert result["batch_sizes"] == [2, 8, 32] and result["search_texts"] == 16
     rows = {e["name"]: e for e in result["experiments"]}
@@ -160,7 +161,7 @@ def test_executed_and_useful_flops_follow_the_bulk_batches(tiny_model: Path) -> 
     settings = Settings(timing=TIMING, batch_sizes=(2, 8), request_size=40)
     ctx = StudyContext(model=model, info=info, texts=texts, settings=settings)
     result = OptimizationsStudy().run(dataclasses.replace(
-        ctx, settings=dataclasses.replace(settings, experiments=("fp32",))))
+        ctx, settings=dataclasses.replace(settings, experiments=("fp32",)))).to_dict()
     base = result["experiments"][0]
     size, median = base["batch_size"], base["throughput_texts_per_s"]["median"]
     request = request_of(texts, 40)
@@ -292,7 +293,8 @@ def test_optimizations_page_and_recommendations(bulk_build: Path) -> None:
     for rec in summary["recommendations"]:
         assert rec["title"] in recs
     front = summary["studies"]["optimizations"]["front"]  # the speed-quality front, walked
-    assert [f["name"] for f in front] == [f["name"] for f in pareto_front(result["experiments"])]
+    experiments = typed("optimizations", result).experiments
+    assert [f["name"] for f in front] == [f["name"] for f in pareto_front(experiments)]
     if len(front) > 1:
         walked = table_by_header(page, "Configuration", "Against the next one down")
         assert [r["Configuration"] for r in walked] == [f["title"] for f in front]
@@ -326,14 +328,14 @@ def test_no_baseline_means_no_comparison(tiny_model: Path, monkeypatch: pytest.M
         return found
 
     monkeypatch.setattr(study, "variants", with_broken_baseline)
-    result = OptimizationsStudy().run(_context(tiny_model, experiments=("bf16",)))
+    result = OptimizationsStudy().run(_context(tiny_model, experiments=("bf16",))).to_dict()
     base, plain, bf16 = result["experiments"]
     assert base["status"] == "failed" and "out of memory" in base["reason"]
     assert result["rounds"] is None and result["aa"] is None
     for row in (plain, bf16):
         assert row["status"] == "skipped" and "baseline" in row["reason"]
         assert row["speedup"] is None
-    assert OptimizationsStudy.headline(result)["best"] is None
+    assert best_configuration(OptimizationsStudy.read(result)) is None
 
 
 def planted(per_text_s: float, noise: float = 0.0) -> Any:
@@ -358,7 +360,6 @@ def test_quick_and_full_agree_on_the_best_configuration(
         tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Same method, two budgets: both find the lossless 1.5× change and pass over the lossy one."""
     import profiler.studies.optimizations as study
-    from profiler.analysis.recommendations import best_configuration
 
     base = planted(0.003)
     monkeypatch.setattr(study, "variants_of", lambda ctx: [
@@ -374,9 +375,9 @@ def test_quick_and_full_agree_on_the_best_configuration(
         ctx = dataclasses.replace(_context(tiny_model), settings=Settings(
             timing=timing, length_batch_size=4, batch_sizes=(2, 8), request_size=40, quick=quick))
         result = OptimizationsStudy().run(ctx)
-        rows = {e["name"]: e for e in result["experiments"]}
-        assert rows["lossy"]["speedup"] > rows["faster"]["speedup"] > 1.2
-        assert rows["lossy"]["quality"]["cosine_mean"] < 0.995
+        rows = {e.name: e for e in result.experiments}
+        assert rows["lossy"].speedup > rows["faster"].speedup > 1.2
+        assert rows["lossy"].quality.cosine_mean < 0.995
         found[quick] = best_configuration(result)
     assert found[False] is not None and found[True] is not None
     assert found[False]["name"] == found[True]["name"] == "faster"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +12,15 @@ from conftest import WORDS
 from profiler.analysis import quality
 from profiler.analysis.quality import (
     Criterion,
+    Quality,
     cosine_to_reference,
-    criterion_of,
     measure_quality,
     neighbour_ndcg,
     neighbour_overlap,
     pareto_front,
     similarity_spearman,
 )
+from profiler.studies.optimizations import Experiment, OptimizationsStudy
 
 
 def at_angles(degrees: list[float], lengths: list[float]) -> np.ndarray:
@@ -149,26 +151,37 @@ def test_spearman_of_pairwise_similarities() -> None:
     assert measure_quality(vectors, noisy).spearman == similarity_spearman(vectors, noisy)
 
 
+def _quality(cosine: float, recall: float) -> Quality:
+    return Quality(cosine_mean=cosine, cosine_min=cosine, cosine_p01=cosine,
+                   neighbour_overlap_mean=recall, neighbour_k=10, texts=300)
+
+
 def test_the_criterion_needs_every_bound_and_says_which_it_missed() -> None:
     criterion = Criterion(cosine_mean=0.995, recall_at_k=0.95)
-    quality = {"cosine_mean": 0.997, "neighbour_overlap_mean": 0.96, "neighbour_k": 10}
-    assert criterion.missed(quality) is None
-    assert criterion.missed({**quality, "neighbour_overlap_mean": 0.90}) == "recall@10 0.900 < 0.95"
-    assert criterion.missed({**quality, "cosine_mean": 0.99}) == "mean cosine 0.9900 < 0.995"
-    assert criterion.missed({**quality, "cosine_mean": 0.995}) is None  # bounds are inclusive
+    assert criterion.missed(_quality(0.997, 0.96)) is None
+    assert criterion.missed(_quality(0.997, 0.90)) == "recall@10 0.900 < 0.95"
+    assert criterion.missed(_quality(0.99, 0.96)) == "mean cosine 0.9900 < 0.995"
+    assert criterion.missed(_quality(0.995, 0.96)) is None  # bounds are inclusive
     assert criterion.missed(None) == "quality not measured"
     assert criterion.describe() == "mean cosine ≥ 0.995 and recall@10 ≥ 0.95"
-    # results written before recall was a bound were judged by their cosine alone
-    assert criterion_of({"quality_threshold": 0.999}) == Criterion(0.999, 0.0)
-    assert criterion_of({"quality_threshold": 0.999,
-                         "quality_criterion": criterion.to_dict()}) == criterion
+
+
+def test_a_run_from_before_recall_was_a_bound_is_judged_by_its_cosine_alone() -> None:
+    data = json.loads((Path(__file__).parent / "data" / "recommendations" /
+                       "optimizations.json").read_text())
+    data.pop("quality_criterion", None)
+    older = OptimizationsStudy.read({**data, "quality_threshold": 0.999})
+    assert older.criterion == Criterion(0.999, 0.0)
+    assert older.to_dict()["quality_criterion"] == {"cosine_mean": 0.999, "recall_at_k": 0.0}
+    criterion = Criterion(0.995, 0.95)
+    newer = OptimizationsStudy.read({**data, "quality_criterion": criterion.to_dict()})
+    assert newer.criterion == criterion
 
 
 def _row(name: str, speedup: float, cosine: float, recall: float,
-         status: str = "measured") -> dict[str, object]:
-    return {"name": name, "title": name.upper(), "status": status, "speedup": speedup,
-            "quality": {"cosine_mean": cosine, "neighbour_overlap_mean": recall,
-                        "neighbour_k": 10}}
+         status: str = "measured") -> Experiment:
+    return Experiment(name=name, title=name.upper(), family=name, effort="one line", snippet="",
+                      status=status, speedup=speedup, quality=_quality(cosine, recall))
 
 
 def test_the_front_keeps_what_nothing_beats_and_walks_it_fastest_first() -> None:

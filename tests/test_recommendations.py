@@ -19,13 +19,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import best_configuration, not_recommended, recommend
 
-from profiler.analysis.recommendations import (
-    best_configuration,
-    not_recommended,
-    priority_of,
-    recommend,
-)
+from profiler.analysis.recommendations import priority_of
 from profiler.measure.stats import speedup_interval
 
 GOLDEN = Path(__file__).parent / "data" / "recommendations"
@@ -215,10 +211,10 @@ def test_a_lossy_change_is_recommended_with_its_cost_and_not_as_a_quick_win() ->
 
 def test_skipped_and_failed_experiments_are_ignored() -> None:
     optimizations = _optimizations()
-    _experiment(optimizations, "onnx_int8").update(  # failed after timing, though fastest
-        status="failed", reason="quality check failed", quality={
-            "cosine_mean": 1.0, "cosine_min": 1.0, "neighbour_overlap_mean": 1.0,
-            "neighbour_k": 10})
+    failed = _experiment(optimizations, "onnx_int8")
+    failed.update(status="failed", reason="quality check failed",  # though fastest
+                  quality={**failed["quality"], "cosine_mean": 1.0, "cosine_min": 1.0,
+                           "neighbour_overlap_mean": 1.0})
     left_out = [e["name"] for e in not_recommended(optimizations)]
     for name in ("fp16", "openvino", "openvino_bf16", "onnx_int8"):
         assert name not in _names(optimizations) and name not in left_out

@@ -552,11 +552,11 @@ def test_the_thread_check_measures_the_worker_against_the_main_thread(
 
     found = thread_cost(encode, ["a", "b", "c"], rounds=6, calls=3)
     assert calls.count("main") == calls.count("worker") == 3 * 7  # a warm-up round each
-    assert (found["rounds"], found["calls"]) == (6, 3)
-    assert (found["worker_ms"] > found["main_ms"]) is slower
-    low, high = found["ci95"]
+    assert (found.rounds, found.calls) == (6, 3)
+    assert (found.worker_ms > found.main_ms) is slower
+    low, high = found.ci95
     assert (high < 1) if slower else (low > 1)
-    assert 0.3 < found["worker_speed"] * (worker_s / main_s) < 3
+    assert 0.3 < found.worker_speed * (worker_s / main_s) < 3
 
 
 def ten_seconds_a_run(rule: Callable[[float, int], str],
@@ -749,5 +749,5 @@ def test_a_latency_curve_adds_runs_within_its_budget_shortest_first(
                        searched, LOADS, budget_s=30.0)
     # 15/s (6 s), 12.5/s (7.2 s), 7.5/s (12 s) fit 30 s; 5/s (18 s) and 2.5/s (36 s) would not
     assert asked == [15.0, 12.5, 7.5]
-    assert curve["left_out_rps"] == [2.5, 5.0] and curve["budget_s"] == 30.0
-    assert [p["rate_rps"] for p in curve["points"]] == [7.5, 10.0, 12.5, 15.0]
+    assert curve.left_out_rps == [2.5, 5.0] and curve.budget_s == 30.0
+    assert [p.rate_rps for p in curve.points] == [7.5, 10.0, 12.5, 15.0]

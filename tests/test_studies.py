@@ -195,7 +195,7 @@ def test_text_lengths_are_timed_in_interleaved_rounds_that_cancel_drift(
                        max_seq_length=64), texts=CORPUS * 20,
                        settings=Settings(text_lengths=lengths, length_batch_size=4,
                                          timing=timing))
-    result = TextLengthStudy().run(ctx)
+    result = TextLengthStudy().run(ctx).to_dict()
     assert [p["target_chars"] for p in result["points"]] == [10, 100, 400]  # in any order given
     rounds = result["rounds"]["rounds"]
     assert rounds >= 4 and result["rounds"]["stopped_by"] in ("precision", "budget", "max_rounds")
@@ -205,10 +205,10 @@ def test_text_lengths_are_timed_in_interleaved_rounds_that_cancel_drift(
     low, high = result["slowdown"]["ci95"]
     assert result["slowdown"]["estimate"] == pytest.approx(truth, rel=0.03)
     assert low <= result["slowdown"]["estimate"] <= high
-    headline = TextLengthStudy.headline(result)
+    headline = TextLengthStudy.headline(TextLengthStudy.read(result))
     assert headline["slowdown_x"] == result["slowdown"]["estimate"]
     assert headline["slowdown_ci95"] == [low, high]
-    metrics = TextLengthStudy.metrics(result)
+    metrics = TextLengthStudy.metrics(TextLengthStudy.read(result))
     assert [len(m.samples) for m in metrics] == [rounds, rounds]  # the gate's samples: rounds
 
 

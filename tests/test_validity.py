@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import best_configuration, not_recommended, recommend, typed, typed_all
 
-from profiler.analysis.bottlenecks import find_bottlenecks
+from profiler.analysis import bottlenecks
 from profiler.analysis.compare import compare_runs
-from profiler.analysis.recommendations import best_configuration, not_recommended, recommend
 from profiler.analysis.verdicts import Sampled, judge
 from profiler.config import QUICK_TIMING, Settings, load_settings
 from profiler.errors import ProfilerError
@@ -36,6 +37,10 @@ DATA = Path(__file__).parent / "data"
 Result = dict[str, Any]
 NOISY = [380.0, 420.0, 454.0, 520.0, 560.0]  # median 454 like bf16's, CV 15.7%
 SLOW_AND_NOISY = [30.0, 40.0, 45.0, 35.0, 50.0, 38.0, 42.0, 33.0, 47.0, 36.0]
+
+
+def find_bottlenecks(results: dict[str, Result]) -> list[bottlenecks.Bottleneck]:
+    return bottlenecks.find_bottlenecks(typed_all(results))
 
 
 def _load(path: str) -> Result:
@@ -76,9 +81,11 @@ def test_the_threshold_is_inclusive_and_settable() -> None:
 
 
 def test_figures_without_a_check_count_as_valid() -> None:
+    point = typed("batch_size", _load("recommendations/batch_size.json")).points[0]
     assert unreliable(None) is None
-    assert unreliable({"throughput_texts_per_s": {}}) is None  # JSON from before the check
-    assert unreliable({"validity": check(NOISY).to_dict()}) == "too noisy: CV 15.7% > 10%"
+    assert unreliable(replace(point, validity=None)) is None  # JSON from before the check
+    noisy = replace(point, validity=check(NOISY))
+    assert unreliable(noisy) == "too noisy: CV 15.7% > 10%"
 
 
 def test_settings_carry_validated_thresholds(tmp_path: Path) -> None:
@@ -245,7 +252,7 @@ def test_metrics_carry_each_points_validity() -> None:
                  and p["batch_size"] == batch["choices"]["bulk"]["fastest_batch_size"])
     point["validity"] = check(NOISY).to_dict()
     batch["query"]["latency_ms"]["samples"] = [10.0, 12.0, 11.0]
-    found = {m.name: m for m in metrics_of(batch)}
+    found = {m.name: m for m in metrics_of(typed("batch_size", batch))}
     assert found["bulk_best_texts_per_s"].validity == point["validity"]
     assert found["query_latency_ms_p95"].validity is None  # a distribution, not repeats
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from profiler.analysis.bottlenecks import find_bottlenecks, find_context
-from profiler.analysis.recommendations import not_recommended, recommend
+from profiler.analysis.recommendations import best_configuration, not_recommended, recommend
 from profiler.analysis.targets import check_targets
 from profiler.studies import STUDIES
 
@@ -19,11 +19,14 @@ DERIVED = ("studies", "memory_budget_mb", "targets", "bottlenecks", "context",
            "recommendations", "not_recommended")  # the summary's fields that derive computes
 
 
-def derive(results: dict[str, dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
-    """Headlines, targets, bottlenecks, context and recommendations of one run's results."""
+def derive(results: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """Headlines, targets, bottlenecks, context and recommendations of one run's typed results
+    (each study's RESULT, as `profiler.studies.read_result` reads it)."""
     budget = float(settings.get("memory_budget_mb", DEFAULT_MEMORY_BUDGET_MB))
     headlines = {name: STUDIES[name].headline(result) for name, result in results.items()}
     optimizations, batch = results.get("optimizations"), results.get("batch_size")
+    if optimizations is not None:  # the fastest change that keeps quality, against plain fp32
+        headlines["optimizations"]["best"] = best_configuration(optimizations)
     return {
         "studies": headlines,
         "memory_budget_mb": budget,

@@ -9,8 +9,9 @@ every neighbour but lowers the cosines; all are reported, and a `Criterion` says
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -42,30 +43,22 @@ class Criterion(Record):
     cosine_mean: float
     recall_at_k: float = 0.0
 
-    def missed(self, quality: dict[str, Any] | None) -> str | None:
+    def missed(self, quality: Quality | None) -> str | None:
         """None when `quality` meets every bound; else the bounds it missed, with its figures."""
         if quality is None:
             return "quality not measured"
         found = []
-        if quality["cosine_mean"] < self.cosine_mean:
-            found.append(f"mean cosine {quality['cosine_mean']:.4f} < {self.cosine_mean:g}")
-        if quality["neighbour_overlap_mean"] < self.recall_at_k:
-            found.append(f"recall@{quality['neighbour_k']} "
-                         f"{quality['neighbour_overlap_mean']:.3f} < {self.recall_at_k:g}")
+        if quality.cosine_mean < self.cosine_mean:
+            found.append(f"mean cosine {quality.cosine_mean:.4f} < {self.cosine_mean:g}")
+        if quality.neighbour_overlap_mean < self.recall_at_k:
+            found.append(f"recall@{quality.neighbour_k} "
+                         f"{quality.neighbour_overlap_mean:.3f} < {self.recall_at_k:g}")
         return "; ".join(found) or None
 
     def describe(self, k: int = 10) -> str:
         """The criterion in words, e.g. `mean cosine >= 0.995 and recall@10 >= 0.95`."""
         words = f"mean cosine ≥ {self.cosine_mean:g}"
         return words + (f" and recall@{k} ≥ {self.recall_at_k:g}" if self.recall_at_k else "")
-
-
-def criterion_of(result: dict[str, Any]) -> Criterion:
-    """The criterion an optimizations result was judged by (runs before recall: cosine only)."""
-    found = result.get("quality_criterion")
-    if isinstance(found, dict):
-        return Criterion.from_dict(found)
-    return Criterion(float(result.get("quality_threshold", 0.0)))
 
 
 def cosine_to_reference(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
@@ -177,7 +170,22 @@ def _top_k(vectors: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate(blocks)
 
 
-def pareto_front(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+class Rated(Protocol):
+    """A measured configuration as the front reads it (an optimizations Experiment)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def speedup(self) -> float | None: ...
+    @property
+    def quality(self) -> Quality | None: ...
+
+
+def pareto_front(experiments: Sequence[Rated]) -> list[dict[str, Any]]:
     """The measured configurations no other beats on speed without costing quality, fastest first.
 
     A configuration is off the front when another is at least as fast and at least as good on
@@ -185,31 +193,29 @@ def pareto_front(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
     over the next slower one on the front, and what it costs: the walk a team makes when it
     trades quality for throughput.
     """
-    rows = [e for e in experiments if e.get("status") == "measured" and e.get("quality")
-            and e.get("speedup") is not None]
-    front = [e for e in rows if not any(_dominates(other, e) for other in rows)]
-    front.sort(key=lambda e: (-e["speedup"], -e["quality"]["cosine_mean"]))
+    rows = [(e, e.speedup, e.quality) for e in experiments
+            if e.status == "measured" and e.quality and e.speedup is not None]
+    front = [r for r in rows if not any(_dominates(other, r) for other in rows)]
+    front.sort(key=lambda r: (-r[1], -r[2].cosine_mean))
     found = []
-    for index, row in enumerate(front):
+    for index, (row, speedup, quality) in enumerate(front):
         slower = front[index + 1] if index + 1 < len(front) else None
-        quality = row["quality"]
         found.append({
-            "name": row["name"], "title": row["title"], "speedup": row["speedup"],
-            "cosine_mean": quality["cosine_mean"], "recall": quality["neighbour_overlap_mean"],
-            "neighbour_k": quality["neighbour_k"],
-            "over": slower["title"] if slower else None,
-            "gain_pct": round(100 * (row["speedup"] / slower["speedup"] - 1), 2)
-            if slower else None,
-            "recall_cost": round(slower["quality"]["neighbour_overlap_mean"]
-                                 - quality["neighbour_overlap_mean"], 4) if slower else None,
-            "cosine_cost": round(slower["quality"]["cosine_mean"] - quality["cosine_mean"], 6)
+            "name": row.name, "title": row.title, "speedup": speedup,
+            "cosine_mean": quality.cosine_mean, "recall": quality.neighbour_overlap_mean,
+            "neighbour_k": quality.neighbour_k,
+            "over": slower[0].title if slower else None,
+            "gain_pct": round(100 * (speedup / slower[1] - 1), 2) if slower else None,
+            "recall_cost": round(slower[2].neighbour_overlap_mean
+                                 - quality.neighbour_overlap_mean, 4) if slower else None,
+            "cosine_cost": round(slower[2].cosine_mean - quality.cosine_mean, 6)
             if slower else None})
     return found
 
 
-def _dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def _dominates(a: tuple[Any, float, Quality], b: tuple[Any, float, Quality]) -> bool:
     """Whether `a` is at least as fast and as good as `b` on every count, and better on one."""
-    qa, qb = a["quality"], b["quality"]
-    pairs = ((a["speedup"], b["speedup"]), (qa["cosine_mean"], qb["cosine_mean"]),
-             (qa["neighbour_overlap_mean"], qb["neighbour_overlap_mean"]))
+    (_, sa, qa), (_, sb, qb) = a, b
+    pairs = ((sa, sb), (qa.cosine_mean, qb.cosine_mean),
+             (qa.neighbour_overlap_mean, qb.neighbour_overlap_mean))
     return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)

@@ -13,14 +13,16 @@ lossy export). Recommendations rank by priority, then by gain.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from profiler.analysis.quality import Criterion, criterion_of
+from profiler.analysis.quality import Criterion, Quality
 from profiler.measure.stats import speedup as paired_speedup
 from profiler.measure.validity import unreliable
 from profiler.storage import Record
 
-Result = dict[str, Any]
+if TYPE_CHECKING:
+    from profiler.studies.batch_size import BatchSizeResult, Remedy
+    from profiler.studies.optimizations import Experiment, OptimizationsResult
 
 PRIORITIES = ("quick win", "medium term", "long term")
 ORDER = {name: rank for rank, name in enumerate(PRIORITIES)}
@@ -57,15 +59,16 @@ def priority_of(lossless: bool, effort: str) -> str:
     return (LOSSLESS_PRIORITY if lossless else LOSSY_PRIORITY).get(effort, "long term")
 
 
-def recommend(optimizations: Result | None, batch_size: Result | None = None
+def recommend(optimizations: OptimizationsResult | None, batch_size: BatchSizeResult | None = None
               ) -> list[Recommendation]:
     """Recommend each measured change whose gain clears the noise; rank by priority, then gain.
 
     Every recommendation comes from the workload the user serves (`workload` in both results).
     """
     found: list[Recommendation] = []
-    workload = (batch_size or optimizations or {}).get("workload")
-    if optimizations is not None and optimizations.get("workload") == workload:
+    source = batch_size or optimizations
+    workload = source.workload if source is not None else None
+    if optimizations is not None and optimizations.workload == workload:
         found += [_from_experiment(e, optimizations) for e in _measured(optimizations)
                   if _rejection(e, optimizations) is None]
     if batch_size is not None:
@@ -73,13 +76,13 @@ def recommend(optimizations: Result | None, batch_size: Result | None = None
     return sorted(found, key=lambda r: (ORDER[r.priority], -r.gain_pct))
 
 
-def batch_advice(result: Result) -> list[tuple[Recommendation, str | None]]:
+def batch_advice(result: BatchSizeResult) -> list[tuple[Recommendation, str | None]]:
     """Batch-size and padding advice beyond the noise, each with why its timing is not trusted."""
     found = [a for a in (batch_size_recommendation(result),) if a is not None]
     return found + remedy_recommendations(result)
 
 
-def distrusted(speedup: float, own: Result, reference: Result, name: str) -> str | None:
+def distrusted(speedup: float, own: Any, reference: Any, name: str) -> str | None:
     """Why a gain cannot be trusted: its own samples, or its reference's, are unreliable."""
     if (why := unreliable(own)) is not None:
         return f"unreliable timing: {why} (measured {speedup:.2f}×)"
@@ -88,23 +91,23 @@ def distrusted(speedup: float, own: Result, reference: Result, name: str) -> str
     return None
 
 
-def batch_size_recommendation(result: Result) -> tuple[Recommendation, str | None] | None:
+def batch_size_recommendation(result: BatchSizeResult
+                              ) -> tuple[Recommendation, str | None] | None:
     """Advise the chosen workload's batch size when it beats the default 32 beyond noise."""
-    workload = result["workload"]
-    if workload not in result.get("choices", {}):  # single queries have no batch size
+    workload = result.workload
+    if workload not in result.choices:  # single queries have no batch size
         return None
-    size = result["choices"][workload]["recommended_batch_size"]
-    rows = {p["batch_size"]: p for p in result["points"] if p["workload"] == workload}
-    reference = result.get("default_batch_size", DEFAULT_BATCH_SIZE)
+    size = result.choices[workload].recommended_batch_size
+    rows, reference = result.points_of(workload), result.default_batch_size
     if size == reference or not {size, reference} <= rows.keys():
         return None
-    default, best = rows[reference]["throughput_texts_per_s"], rows[size]["throughput_texts_per_s"]
-    speedup, (low, high) = paired_speedup(default["samples"], best["samples"],
-                                          paired=bool(result.get("rounds")))
+    default, best = rows[reference].throughput_texts_per_s, rows[size].throughput_texts_per_s
+    speedup, (low, high) = paired_speedup(default.samples, best.samples,
+                                          paired=result.rounds is not None)
     if speedup <= 1 or low <= 1:
         return None
-    why = (f"{workload}: {best['median']:,.1f} texts/s at batch {size} against "
-           f"{default['median']:,.1f} at the default batch {reference}: {speedup:.2f}× "
+    why = (f"{workload}: {best.median:,.1f} texts/s at batch {size} against "
+           f"{default.median:,.1f} at the default batch {reference}: {speedup:.2f}× "
            f"(95% interval {low:.2f}–{high:.2f})")
     return (Recommendation(f"Encode in batches of {size}", "batch_size", why, _gain_pct(speedup),
                            (_gain_pct(low), _gain_pct(high)),
@@ -114,35 +117,30 @@ def batch_size_recommendation(result: Result) -> tuple[Recommendation, str | Non
             distrusted(speedup, rows[size], rows[reference], f"batch {reference}"))
 
 
-def remedy_recommendations(result: Result) -> list[tuple[Recommendation, str | None]]:
+def remedy_recommendations(result: BatchSizeResult) -> list[tuple[Recommendation, str | None]]:
     """For a stream: each padding remedy that beat the plain stream beyond the noise."""
-    if result["workload"] != "stream":
+    stream = result.remedy("stream")
+    if result.workload != "stream" or stream is None:
         return []
-    found = []
-    stream = next((r for r in result.get("remedies", []) if r["name"] == "stream"), None)
-    for row in result.get("remedies", []):
-        if row["name"] == "stream" or not row["speedup_ci95"] or row["speedup_ci95"][0] <= 1:
-            continue
-        low, high = row["speedup_ci95"]
-        why = (f"stream at batch {row['batch_size']}: "
-               f"{row['throughput_texts_per_s']['median']:,.1f} texts/s against "
-               f"{_stream_median(result):,.1f} in arrival order: {row['speedup']:.2f}× "
-               f"(95% interval {low:.2f}–{high:.2f}); p95 latency per text "
-               f"{row['added_latency_ms_p95']:+,.0f} ms once its window is full")
-        found.append((Recommendation(
-            row["title"].capitalize(), row["name"], why, _gain_pct(row["speedup"]),
-            (_gain_pct(low), _gain_pct(high)),
-            "none expected: the same texts and weights, only which texts share a batch changes",
-            True, "a few lines", "medium term", REMEDY_SNIPPETS[row["name"].rstrip("0123456789_")]
-            .format(size=row["batch_size"], window=row["window_batches"],
-                    budget=row["token_budget"])),
-            distrusted(row["speedup"], row, stream or {}, "the plain stream")))
-    return found
+    return [_from_remedy(row, stream) for row in result.remedies
+            if row.name != "stream" and row.speedup_ci95 and row.speedup_ci95[0] > 1]
 
 
-def _stream_median(result: Result) -> float:
-    stream = next(r for r in result["remedies"] if r["name"] == "stream")
-    return float(stream["throughput_texts_per_s"]["median"])
+def _from_remedy(row: Remedy, stream: Remedy) -> tuple[Recommendation, str | None]:
+    low, high = row.speedup_ci95 or (1.0, 1.0)
+    speedup = row.speedup or 1.0
+    why = (f"stream at batch {row.batch_size}: "
+           f"{row.throughput_texts_per_s.median:,.1f} texts/s against "
+           f"{stream.throughput_texts_per_s.median:,.1f} in arrival order: {speedup:.2f}× "
+           f"(95% interval {low:.2f}–{high:.2f}); p95 latency per text "
+           f"{row.added_latency_ms_p95 or 0:+,.0f} ms once its window is full")
+    return (Recommendation(
+        row.title.capitalize(), row.name, why, _gain_pct(speedup),
+        (_gain_pct(low), _gain_pct(high)),
+        "none expected: the same texts and weights, only which texts share a batch changes",
+        True, "a few lines", "medium term", REMEDY_SNIPPETS[row.name.rstrip("0123456789_")]
+        .format(size=row.batch_size, window=row.window_batches, budget=row.token_budget)),
+        distrusted(speedup, row, stream, "the plain stream"))
 
 
 REMEDY_SNIPPETS = {
@@ -161,81 +159,84 @@ for text, tokens in arrivals:  # tokens = len(model.tokenizer(text)["input_ids"]
 }
 
 
-def best_configuration(optimizations: Result) -> dict[str, Any] | None:
+def best_configuration(optimizations: OptimizationsResult) -> dict[str, Any] | None:
     """The fastest measured configuration that keeps quality, against plain `model.encode`.
 
     Candidates are the baseline at its own best batch size and every lossless change whose
     gain clears the noise; each already runs at its own best batch size. The reference is
     fp32 at sentence-transformers' default batch size: what a plain script runs.
     """
-    criterion = criterion_of(optimizations)
+    criterion = optimizations.criterion
     candidates = [e for e in _measured(optimizations)
                   if _rejection(e, optimizations) is None and _lossless(e, criterion)]
-    base = _row(optimizations, optimizations["baseline"])
+    base = optimizations.experiment(optimizations.baseline)
     plain = _plain_row(optimizations)
-    if plain is None or base is None or base["status"] != "measured":
+    if plain is None or base is None or not base.is_measured:
         return None
     candidates += [base, plain]  # doing nothing new may be the fastest
-    best = max(candidates, key=lambda e: _median(e))
-    ratio, (low, high) = paired_speedup(plain["throughput_texts_per_s"]["samples"],
-                                        best["throughput_texts_per_s"]["samples"],
-                                        paired=bool(optimizations.get("rounds")))
+    best = max(candidates, key=lambda e: e.median)
+    ratio, (low, high) = paired_speedup(_samples(plain), _samples(best),
+                                        paired=optimizations.rounds is not None)
     doubt = distrusted(ratio, best, plain, "plain fp32 model.encode") if best is not plain else None
-    return {"name": best["name"], "title": best["title"], "workload": best["workload"],
-            "batch_size": best["batch_size"], "throughput_texts_per_s": _median(best),
-            "speedup": best["speedup"], "speedup_ci95": best["speedup_ci95"],
-            "plain_texts_per_s": _median(plain), "plain_batch_size": plain["batch_size"],
+    return {"name": best.name, "title": best.title, "workload": best.workload,
+            "batch_size": best.batch_size, "throughput_texts_per_s": best.median,
+            "speedup": best.speedup,
+            "speedup_ci95": list(best.speedup_ci95) if best.speedup_ci95 else None,
+            "plain_texts_per_s": plain.median, "plain_batch_size": plain.batch_size,
             "speedup_vs_plain": ratio, "speedup_vs_plain_ci95": [low, high],
             "beats_plain": low > 1 and doubt is None, "unreliable": doubt,
-            "cosine_mean": best["quality"]["cosine_mean"], "snippet": best["snippet"]}
+            "cosine_mean": best.quality.cosine_mean if best.quality else None,
+            "snippet": best.snippet}
 
 
-def _row(optimizations: Result, name: str) -> Result | None:
-    return next((e for e in optimizations["experiments"] if e["name"] == name), None)
+def _samples(experiment: Experiment) -> list[float]:
+    stats = experiment.throughput_texts_per_s
+    return stats.samples if stats else []
 
 
-def _plain_row(optimizations: Result) -> Result | None:
+def _plain_row(optimizations: OptimizationsResult) -> Experiment | None:
     """fp32 at the default batch size: its own row, or the baseline when that is its best."""
-    plain = _row(optimizations, "fp32_default")
-    if plain is not None and plain["status"] == "measured":
+    plain = optimizations.experiment("fp32_default")
+    if plain is not None and plain.is_measured:
         return plain
-    base = _row(optimizations, optimizations["baseline"])
-    default = optimizations.get("default_batch_size", DEFAULT_BATCH_SIZE)
-    if base is not None and base["status"] == "measured" and (
-            base["batch_size"] == default or optimizations["workload"] == "query"):
+    base = optimizations.experiment(optimizations.baseline)
+    if base is not None and base.is_measured and (
+            base.batch_size == optimizations.default_batch_size
+            or optimizations.workload == "query"):
         return base
     return None
 
 
-def not_recommended(optimizations: Result | None, batch_size: Result | None = None
-                    ) -> list[dict[str, Any]]:
+def not_recommended(optimizations: OptimizationsResult | None,
+                    batch_size: BatchSizeResult | None = None) -> list[dict[str, Any]]:
     """List each measured change left out, with the reason, in the study's order.
 
     With the batch-size study: also its batch-size and padding advice whose gain cleared the
     noise but whose timing (or its reference's) is unreliable.
     """
-    experiments = optimizations or {"experiments": [], "baseline": "fp32"}
-    left = [{"name": e["name"], "title": e["title"], "speedup": e["speedup"],
-             "speedup_ci95": e["speedup_ci95"], "reason": reason}
-            for e in _measured(experiments) if (reason := _rejection(e, experiments)) is not None]
+    left = [{"name": e.name, "title": e.title, "speedup": e.speedup,
+             "speedup_ci95": list(e.speedup_ci95) if e.speedup_ci95 else None, "reason": reason}
+            for e in (_measured(optimizations) if optimizations else [])
+            if optimizations and (reason := _rejection(e, optimizations)) is not None]
     return left + [{"name": r.experiment, "title": r.title, "speedup": 1 + r.gain_pct / 100,
                     "speedup_ci95": [1 + x / 100 for x in r.gain_ci95_pct], "reason": why}
                    for r, why in (batch_advice(batch_size) if batch_size else []) if why]
 
 
-def _measured(optimizations: Result) -> list[Result]:
+def _measured(optimizations: OptimizationsResult) -> list[Experiment]:
     """Return the measured experiments other than the baseline; skipped or failed ones are not."""
-    return [e for e in optimizations["experiments"]
-            if e["status"] == "measured" and e["family"] != optimizations["baseline"]]
+    return [e for e in optimizations.experiments
+            if e.is_measured and e.family != optimizations.baseline]
 
 
-def _rejection(experiment: Result, optimizations: Result) -> str | None:
+def _rejection(experiment: Experiment, optimizations: OptimizationsResult) -> str | None:
     """Return why a measured change is not recommended, or None if its gain clears the noise."""
-    speedup, interval = experiment["speedup"], experiment["speedup_ci95"]
+    speedup, interval = experiment.speedup, experiment.speedup_ci95
     if speedup is None:
         return "no speedup measured"
-    base = _row(optimizations, optimizations["baseline"]) or {}
-    if (doubt := distrusted(speedup, experiment, base, f"the {base.get('name')} baseline")):
+    base = optimizations.experiment(optimizations.baseline)
+    if (doubt := distrusted(speedup, experiment, base,
+                            f"the {base.name if base else None} baseline")):
         return doubt
     if speedup <= 1:
         return f"{'slower' if speedup < 1 else 'no faster'}: {speedup:.2f}×"
@@ -249,53 +250,51 @@ def _rejection(experiment: Result, optimizations: Result) -> str | None:
     return None
 
 
-def aa_floor(result: Result | None) -> float:
+def aa_floor(result: Any) -> float:
     """The smallest change a run may claim: 0 when its A/A check passed (or predates it)."""
-    aa = (result or {}).get("aa")
-    return 0.0 if not aa or aa.get("passed", True) else float(aa.get("noise_floor") or 0.0)
+    aa = getattr(result, "aa", None)
+    return 0.0 if aa is None or aa.passed else aa.noise_floor
 
 
-def _from_experiment(experiment: Result, optimizations: Result) -> Recommendation:
-    criterion = criterion_of(optimizations)
+def _from_experiment(experiment: Experiment, optimizations: OptimizationsResult
+                     ) -> Recommendation:
+    criterion = optimizations.criterion
     lossless = _lossless(experiment, criterion)
-    low, high = experiment["speedup_ci95"]
+    speedup = experiment.speedup or 1.0
+    low, high = experiment.speedup_ci95 or (speedup, speedup)
     return Recommendation(
-        experiment["title"], experiment["name"], _why(experiment, optimizations),
-        _gain_pct(experiment["speedup"]), (_gain_pct(low), _gain_pct(high)),
-        _quality_cost(experiment["quality"], criterion, optimizations["baseline"]), lossless,
-        experiment["effort"], priority_of(lossless, experiment["effort"]), experiment["snippet"])
+        experiment.title, experiment.name, _why(experiment, optimizations),
+        _gain_pct(speedup), (_gain_pct(low), _gain_pct(high)),
+        _quality_cost(experiment.quality, criterion, optimizations.baseline), lossless,
+        experiment.effort, priority_of(lossless, experiment.effort), experiment.snippet)
 
 
-def _why(experiment: Result, optimizations: Result) -> str:
-    base = next((e for e in optimizations["experiments"] if e["status"] == "measured"
-                 and e["name"] == optimizations["baseline"]), None)
-    against = f" against {_median(base):,.1f} with {base['name']}" if base else ""
-    low, high = experiment["speedup_ci95"]
-    at = f" at batch {base['batch_size']}" if base else ""
-    return (f"{optimizations['workload']}: {_median(experiment):,.1f} texts/s at batch "
-            f"{experiment['batch_size']}{against}{at}: {experiment['speedup']:.2f}× "
+def _why(experiment: Experiment, optimizations: OptimizationsResult) -> str:
+    base = optimizations.experiment(optimizations.baseline)
+    base = base if base is not None and base.is_measured else None
+    against = f" against {base.median:,.1f} with {base.name}" if base else ""
+    low, high = experiment.speedup_ci95 or (0.0, 0.0)
+    at = f" at batch {base.batch_size}" if base else ""
+    return (f"{optimizations.workload}: {experiment.median:,.1f} texts/s at batch "
+            f"{experiment.batch_size}{against}{at}: {experiment.speedup or 0:.2f}× "
             f"(95% interval {low:.2f}–{high:.2f})")
 
 
-def _quality_cost(quality: Result | None, criterion: Criterion, baseline: str) -> str:
+def _quality_cost(quality: Quality | None, criterion: Criterion, baseline: str) -> str:
     if quality is None:
         return "not measured"
-    k = quality["neighbour_k"]
-    recall = f"recall@{k} {quality['neighbour_overlap_mean']:.3f}"
+    k = quality.neighbour_k
+    recall = f"recall@{k} {quality.neighbour_overlap_mean:.3f}"
     if criterion.missed(quality) is None:
         return (f"keeps quality ({criterion.describe(k)}): mean cosine "
-                f"{quality['cosine_mean']:.5f} (min {quality['cosine_min']:.5f}) to {baseline}, "
+                f"{quality.cosine_mean:.5f} (min {quality.cosine_min:.5f}) to {baseline}, "
                 f"{recall}")
-    return (f"mean cosine {quality['cosine_mean']:.4f} (min {quality['cosine_min']:.3f}), "
+    return (f"mean cosine {quality.cosine_mean:.4f} (min {quality.cosine_min:.3f}), "
             f"{recall}: misses {criterion.describe(k)}")
 
 
-def _lossless(experiment: Result, criterion: Criterion) -> bool:
-    return criterion.missed(experiment["quality"]) is None
-
-
-def _median(experiment: Result) -> float:
-    return float(experiment["throughput_texts_per_s"]["median"])
+def _lossless(experiment: Experiment, criterion: Criterion) -> bool:
+    return criterion.missed(experiment.quality) is None
 
 
 def _gain_pct(speedup: float) -> float:

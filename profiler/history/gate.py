@@ -25,6 +25,7 @@ from pydantic import (
 
 from profiler.config import WORKLOADS
 from profiler.safety import PLACEHOLDERS
+from profiler.storage import mismatch
 
 RUN_ID_PATTERN = r"^\d{8}T\d{6}Z(-\d{1,4})?$"  # what build.new_run_id makes
 MAX_SAMPLES = 10_000
@@ -148,7 +149,7 @@ def checked_record(data: Any) -> dict[str, Any]:
     try:
         return RunRecord.model_validate(data).model_dump(exclude_unset=True)
     except ValidationError as exc:
-        raise Rejected(_first_error(exc)) from None
+        raise Rejected(mismatch(exc, "the record")) from None
 
 
 def checked_records(runs: Any) -> tuple[list[dict[str, Any]], list[str]]:
@@ -195,9 +196,3 @@ def _check_depth(data: Any, depth: int = 0) -> None:
     for child in children:
         _check_depth(child, depth + 1)
 
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or "the record"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{where}: {message}"

@@ -78,12 +78,15 @@ def check_paired(base: list[float], new: list[float], max_width: float = MAX_CV,
                     width if width != float("inf") else None)
 
 
-def unreliable(figure: dict[str, Any] | None) -> str | None:
-    """Why a figure's samples (a point, remedy or experiment as JSON) cannot carry a claim.
+def unreliable(figure: Any) -> str | None:
+    """Why a figure's samples (a point, remedy or experiment) cannot carry a claim.
 
-    None when they can, or when the figure predates the check (no `validity` object).
+    None when they can, or when the figure predates the check (no `validity`).
     """
-    return reason_of((figure or {}).get("validity"))
+    validity: Validity | None = getattr(figure, "validity", None)
+    if validity is None or validity.valid:
+        return None
+    return validity.reason or "unreliable samples"
 
 
 def reason_of(validity: dict[str, Any] | None) -> str | None:

@@ -3,37 +3,47 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
-from typing import Any
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from profiler.studies.serving import ServingResult
 
 STAT_FIELDS = ("median", "min", "max", "p95", "cv", "n")  # raw samples stay in the JSON
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def study_rows(name: str, result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The rows of a study's CSV: its points, experiments or iterations, flattened."""
+def study_rows(name: str, result: Any) -> list[dict[str, Any]]:
+    """The rows of a study's CSV (from its typed result): its points, experiments or
+    iterations, flattened."""
     if name == "optimizations":
-        rows = result.get("experiments", [])
+        rows = [_plain(e) for e in result.experiments]
     elif name == "leak":
-        rows = [{"iteration": i + 1, "rss_mb": mb, "steady": i >= result.get("steady_from", 0)}
-                for i, mb in enumerate(result.get("rss_mb", []))]
+        rows = [{"iteration": i + 1, "rss_mb": mb, "steady": i >= result.steady_from}
+                for i, mb in enumerate(result.rss_mb)]
     elif name == "serving":
         rows = serving_rows(result)
     else:
-        rows = result.get("points", [])
+        rows = [_plain(p) for p in result.points]
     return [flatten(row) for row in rows]
 
 
-def serving_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+def serving_rows(result: ServingResult) -> list[dict[str, Any]]:
     """Every run the serving study made: the capacity searches', then the load curves'."""
-    searched = [{"phase": "capacity search", "configuration": config["name"],
-                 "setting": setting["label"], **run}
-                for config in result.get("configs", []) for setting in config["settings"]
-                for run in setting["capacity"]["runs"]]
+    searched = [{"phase": "capacity search", "configuration": config.name,
+                 "setting": setting.label, **_plain(run)}
+                for config in result.configs for setting in config.settings
+                for run in setting.capacity.runs]
     loads = [{"phase": "latency against load", "configuration": "fp32",
-              "setting": curve["label"], **point}
-             for curve in result.get("curves", []) for point in curve["points"]]
+              "setting": curve.label, **_plain(point)}
+             for curve in result.curves for point in curve.points]
     return searched + loads
+
+
+def _plain(row: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(row)))  # as its JSON reads
 
 
 def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -13,7 +13,6 @@ import jinja2
 
 from profiler.analysis.derive import DERIVED, derive
 from profiler.analysis.hotspots import cross_check
-from profiler.analysis.quality import criterion_of
 from profiler.analysis.verdicts import FDR_Q
 from profiler.errors import ProfilerError, first_line
 from profiler.history.store import HISTORY_FILE, load_history
@@ -28,7 +27,7 @@ from profiler.report.trends import (
 from profiler.rundir import COMPARISON, CONFIG, SUMMARY, SYSTEM, RunDir
 from profiler.safety import code, finalize, host_details, markdown, redact, text
 from profiler.storage import write_bytes, write_text
-from profiler.studies import STUDIES
+from profiler.studies import STUDIES, read_result
 from profiler.workloads import DESCRIPTIONS
 
 SUMMARY_FIELDS = ("run_id", "studies", "model", "device", "corpus", "workload", "scalene",
@@ -62,7 +61,6 @@ def environment(templates: Path) -> jinja2.Environment:
     env.filters["md"] = markdown
     env.globals["workloads"] = DESCRIPTIONS
     env.globals["fdr_q"] = FDR_Q
-    env.globals["criterion_of"] = criterion_of
     return env
 
 
@@ -103,12 +101,15 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     summary = run.read(SUMMARY, *SUMMARY_FIELDS)
     studies = {name: run.read_study(name, "result", "model", "scalene")
                for name in summary["studies"]}
+    results = {name: read_result(run, name) for name in studies}
     config = run.read(CONFIG, "settings")
-    for study in studies.values():  # Scalene's hotspots against the independent profile
-        hotspots = study.get("hotspots") or {}
+    for name, study in studies.items():
+        study["typed"] = results[name]  # for charts and downloads; templates read the JSON form
+        study["result"] = results[name].to_dict()
+        hotspots = study.get("hotspots") or {}  # Scalene's against the independent profile
         study["hotspot_check"] = cross_check(hotspots.get("cpu_functions") or [],
                                              study["result"].get("reference_profile"))
-    summary.update(analysis_of(studies, config["settings"], summary))
+    summary.update(analysis_of(results, config["settings"], summary))
     return {"id": run_dir.name, "comparison": load_comparison(run_dir),
             "config": config,
             "system": run.read(SYSTEM), "summary": summary,
@@ -117,11 +118,11 @@ def load_run(run_dir: Path) -> dict[str, Any]:
             {name: study.TITLE for name, study in STUDIES.items()}}
 
 
-def analysis_of(studies: dict[str, Any], settings: dict[str, Any],
+def analysis_of(results: dict[str, Any], settings: dict[str, Any],
                 summary: dict[str, Any]) -> dict[str, Any]:
     """Today's analysis of the run's measurements; what the summary froze, if they predate it."""
     try:
-        return derive({name: study["result"] for name, study in studies.items()}, settings)
+        return derive(results, settings)
     except (KeyError, TypeError, ValueError):  # results from before a field today's analysis reads
         return {key: summary[key] for key in DERIVED if key in summary}
 
@@ -151,7 +152,7 @@ def study_charts(name: str, study: dict[str, Any] | None) -> list[dict[str, str]
     if study is None or name not in CHARTS:
         return []
     return [{"title": title, "spec": json.dumps(chart.to_dict(), separators=(",", ":"))}
-            for title, chart in CHARTS[name](study["result"])]
+            for title, chart in CHARTS[name](study["typed"])]
 
 
 def copy_downloads(run_dir: Path, report: Path, run: dict[str, Any],
@@ -163,7 +164,7 @@ def copy_downloads(run_dir: Path, report: Path, run: dict[str, Any],
         data = redact(json.loads(path.read_text(encoding="utf-8")), hidden)
         write_text(files / path.name, json.dumps(data, indent=2) + "\n")
     for name, study in run["studies"].items():  # one row per measured configuration
-        write_text(files / f"{name}.csv", to_csv(study_rows(name, study["result"])))
+        write_text(files / f"{name}.csv", to_csv(study_rows(name, study["typed"])))
     if not run["config"]["settings"].get("scalene_html"):
         return  # raw profiles are MBs each: published only when asked for, with the viewer
     for name, study in run["studies"].items():

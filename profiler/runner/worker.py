@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
             emit("study", study=name, title=STUDIES[name].TITLE)
         started = time.time()
         result = STUDIES[name]().run(ctx)
-        run.write_study(name, {"study": name, "model": info.to_dict(), "result": result,
+        run.write_study(name, {"study": name, "model": info.to_dict(), "result": result.to_dict(),
                                "process_s": {**seconds, "study": time.time() - started},
                                "process_shared_with": [n for n in names if n != name]},
                         partial=True)

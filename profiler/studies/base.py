@@ -16,6 +16,7 @@ from profiler.config import Settings
 from profiler.measure.metrics import Metric
 from profiler.model import ModelInfo
 from profiler.runner.probes import Probe
+from profiler.storage import Record
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -99,26 +100,36 @@ class StudyContext:
 
 
 class Study(ABC):
-    """A study measures one axis of the model's behaviour and returns JSON-ready results."""
+    """A study measures one axis of the model's behaviour and returns its typed result.
+
+    RESULT is the result's dataclass: its fields are the `result` of the study's JSON, which
+    `read` turns back into it with every field checked. `headline` and `metrics` read it.
+    """
 
     NAME: ClassVar[str]
     TITLE: ClassVar[str]
+    RESULT: ClassVar[type[Record]]
 
     @classmethod  # noqa: B027 (an optional hook: most studies accept any input)
     def validate(cls, settings: Settings, texts: list[str]) -> None:
         """Raise ProfilerError if this study cannot run on these settings and texts."""
 
     @abstractmethod
-    def run(self, ctx: StudyContext) -> dict[str, Any]:
-        """Measure, and return the study's results (raw samples included)."""
+    def run(self, ctx: StudyContext) -> Record:
+        """Measure, and return the study's result (raw samples included)."""
+
+    @classmethod
+    def read(cls, data: dict[str, Any]) -> Any:
+        """The study's result from its JSON; ProfilerError names a field that does not fit."""
+        return cls.RESULT.from_dict(data)
 
     @staticmethod
     @abstractmethod
-    def headline(result: dict[str, Any]) -> dict[str, Any]:
+    def headline(result: Any) -> dict[str, Any]:
         """Pick the figures that belong in summary.json from this study's results."""
 
     @staticmethod
-    def metrics(result: dict[str, Any]) -> list[Metric]:
+    def metrics(result: Any) -> list[Metric]:
         """The figures run history keeps and comparisons judge, with their samples."""
         return []
 

@@ -12,7 +12,7 @@ import json
 import math
 import subprocess
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ from profiler.measure.rounds import (
 from profiler.measure.stats import Stats, summarize
 from profiler.measure.validity import Validity, check, check_paired
 from profiler.runner.probes import plain_env, plain_python
+from profiler.storage import Record
 from profiler.studies.base import (
     Study,
     StudyContext,
@@ -116,13 +117,80 @@ class Overhead:
     overhead_pct: float
 
 
+@dataclass(frozen=True)
+class Choice:
+    """A workload's fastest batch size, and the smallest within `recommend_within` of it."""
+
+    fastest_batch_size: int
+    recommended_batch_size: int
+
+
+@dataclass(frozen=True)
+class Query:
+    """Single-text calls: the latency of each, throughput over chunks, and a cold start."""
+
+    queries: int
+    latency_ms: Stats
+    throughput_texts_per_s: Stats
+    validity: Validity | None
+    mean_tokens: float
+    cold_start: dict[str, float] | None = None  # import_s, load_s, first/second call, total_s
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What one request holds: how many texts, from how many corpus texts, how long."""
+
+    texts: int
+    corpus_texts: int
+    cycled: bool
+    asked: int | None
+    max_seq_length: int
+    tokens_mean: float
+    tokens_p50: float
+    tokens_p95: float
+    tokens_max: int
+    at_limit_share: float
+
+
+@dataclass(frozen=True)
+class BatchSizeResult(Record):
+    """Every workload at every batch size, measured in the same rounds; queries; remedies."""
+
+    workload: str  # the one the user serves: its choice is the claim
+    descriptions: dict[str, str]
+    request: RequestFacts
+    default_batch_size: int
+    recommend_within: float
+    points: list[WorkloadPoint]
+    choices: dict[str, Choice]  # per batched workload
+    query: Query
+    reference: str | None = None  # the rounds' reference contender (None: before rounds)
+    rounds: Outcome | None = None
+    aa: AaCheck | None = None
+    round_texts: int | None = None
+    remedies: list[Remedy] = field(default_factory=list)
+    remedy_rounds: Outcome | None = None
+    scalene_overhead: Overhead | None = None
+    reference_profile: dict[str, Any] | None = None  # cProfile's (profiler/measure/callprofile)
+
+    def points_of(self, workload: str) -> dict[int, WorkloadPoint]:
+        """A workload's points by batch size."""
+        return {p.batch_size: p for p in self.points if p.workload == workload}
+
+    def remedy(self, name: str) -> Remedy | None:
+        """The padding remedy (or the plain `stream`) of that name, if measured."""
+        return next((r for r in self.remedies if r.name == name), None)
+
+
 class BatchSizeStudy(Study):
     """Bulk and stream throughput at each batch size; query latency; padding and its remedies."""
 
     NAME = "batch_size"
     TITLE = "Batch size and workloads"
+    RESULT = BatchSizeResult
 
-    def run(self, ctx: StudyContext) -> dict[str, Any]:
+    def run(self, ctx: StudyContext) -> BatchSizeResult:
         """Compare batch sizes in rounds, pick them, time queries and the padding remedies."""
         texts = ctx.request
         tokens = token_counts(ctx.model, texts, ctx.info.max_seq_length)
@@ -145,29 +213,23 @@ class BatchSizeStudy(Study):
         if ctx.profiling.under_scalene:
             overhead = measure_overhead(ctx, bulk_size)
         reference = reference_profile(ctx, bulk_size)
-        return {
-            "workload": ctx.settings.workload, "descriptions": DESCRIPTIONS,
-            "request": request_facts(ctx, texts, tokens), "default_batch_size": DEFAULT_BATCH_SIZE,
-            "recommend_within": ctx.settings.recommend_within,
-            "reference": comparison.reference, "rounds": comparison.outcome.to_dict(),
-            "aa": comparison.aa.to_dict() if comparison.aa else None,
-            "round_texts": ctx.settings.timing.round_texts,
-            "points": [asdict(p) for p in points],
-            "choices": {w: {"fastest_batch_size": f, "recommended_batch_size": r}
-                        for w, (f, r) in chosen.items()},
-            "query": {**query, "cold_start": cold},
-            "remedies": [asdict(r) for r in remedies],
-            "remedy_rounds": remedy_rounds.to_dict() if remedy_rounds else None,
-            "scalene_overhead": asdict(overhead) if overhead else None,
-            "reference_profile": reference}
+        return BatchSizeResult(
+            workload=ctx.settings.workload, descriptions=DESCRIPTIONS,
+            request=request_facts(ctx, texts, tokens), default_batch_size=DEFAULT_BATCH_SIZE,
+            recommend_within=ctx.settings.recommend_within, reference=comparison.reference,
+            rounds=comparison.outcome, aa=comparison.aa,
+            round_texts=ctx.settings.timing.round_texts, points=points,
+            choices={w: Choice(f, r) for w, (f, r) in chosen.items()},
+            query=replace(query, cold_start=cold), remedies=remedies, remedy_rounds=remedy_rounds,
+            scalene_overhead=overhead, reference_profile=reference)
 
     @staticmethod
-    def headline(result: dict[str, Any]) -> dict[str, Any]:
+    def headline(result: BatchSizeResult) -> dict[str, Any]:
         """The chosen workload's best and recommended figures; every workload's best."""
         return headline_of(result)
 
     @staticmethod
-    def metrics(result: dict[str, Any]) -> list[Metric]:
+    def metrics(result: BatchSizeResult) -> list[Metric]:
         """Each batched workload at its fastest size and at 32; query latency; cold start."""
         return metrics_of(result)
 
@@ -308,7 +370,7 @@ def pick_batch_sizes(points: list[WorkloadPoint], within: float) -> tuple[int, i
     return fastest.batch_size, recommended
 
 
-def measure_query(ctx: StudyContext, texts: list[str], tokens: list[int]) -> dict[str, Any]:
+def measure_query(ctx: StudyContext, texts: list[str], tokens: list[int]) -> Query:
     """One text per call over spread-out texts of the request: latency of every call."""
     queries = spread(texts, ctx.settings.timing.query_texts)
     emit("config", label=f"query: {len(queries)} single-text calls", index=0, total=1)
@@ -318,14 +380,14 @@ def measure_query(ctx: StudyContext, texts: list[str], tokens: list[int]) -> dic
     latency = summarize([1000 * s for s in seconds])
     throughput = [len(c) / sum(c) for c in chunks]
     emit("done", label="query", summary=f"p95 {latency.p95:,.1f} ms")
-    return {"queries": len(queries), "latency_ms": asdict(latency),
-            "throughput_texts_per_s": asdict(summarize(throughput)),
-            "validity": check(throughput, ctx.settings.max_cv, ctx.settings.min_samples).to_dict(),
-            "mean_tokens": float(np.mean(token_counts(ctx.model, queries,
-                                                      ctx.info.max_seq_length)))}
+    return Query(queries=len(queries), latency_ms=latency,
+                 throughput_texts_per_s=summarize(throughput),
+                 validity=check(throughput, ctx.settings.max_cv, ctx.settings.min_samples),
+                 mean_tokens=float(np.mean(token_counts(ctx.model, queries,
+                                                        ctx.info.max_seq_length))))
 
 
-def cold_start(ctx: StudyContext) -> dict[str, Any] | None:
+def cold_start(ctx: StudyContext) -> dict[str, float] | None:
     """Time a fresh process's imports, model load and first two single-text calls."""
     emit("config", label="cold start (fresh process)", index=0, total=1)
     request = {"model_path": ctx.info.path, "device": ctx.device, "text": ctx.request[0],
@@ -336,7 +398,7 @@ def cold_start(ctx: StudyContext) -> dict[str, Any] | None:
     if done.returncode != 0:
         emit("done", label="cold start", summary="failed")
         return None
-    found: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    found: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     emit("done", label="cold start", summary=f"load {found['load_s']:.1f} s")
     return found
 
@@ -442,70 +504,69 @@ def reference_profile(ctx: StudyContext, batch_size: int) -> dict[str, Any]:
                         f"one bulk encode of {len(texts)} texts at batch {batch_size}")
 
 
-def request_facts(ctx: StudyContext, texts: list[str], tokens: list[int]) -> dict[str, Any]:
+def request_facts(ctx: StudyContext, texts: list[str], tokens: list[int]) -> RequestFacts:
     """What one request holds: how many texts, from how many corpus texts, how long."""
     counts = np.asarray(tokens)
-    return {"texts": len(texts), "corpus_texts": len(ctx.texts),
-            "cycled": len(texts) > len(ctx.texts), "asked": ctx.settings.request_size,
-            "max_seq_length": ctx.info.max_seq_length,
-            "tokens_mean": float(counts.mean()), "tokens_p50": float(np.median(counts)),
-            "tokens_p95": float(np.percentile(counts, 95)), "tokens_max": int(counts.max()),
-            "at_limit_share": float(np.mean(counts >= ctx.info.max_seq_length))}
+    return RequestFacts(
+        texts=len(texts), corpus_texts=len(ctx.texts), cycled=len(texts) > len(ctx.texts),
+        asked=ctx.settings.request_size, max_seq_length=ctx.info.max_seq_length,
+        tokens_mean=float(counts.mean()), tokens_p50=float(np.median(counts)),
+        tokens_p95=float(np.percentile(counts, 95)), tokens_max=int(counts.max()),
+        at_limit_share=float(np.mean(counts >= ctx.info.max_seq_length)))
 
 
-def headline_of(result: dict[str, Any]) -> dict[str, Any]:
+def headline_of(result: BatchSizeResult) -> dict[str, Any]:
     """Pick the chosen workload's figures (query: latency per call) for summary.json."""
-    workload = result["workload"]
-    by_key = {(p["workload"], p["batch_size"]): p for p in result["points"]}
-    best = {w: by_key[(w, c["fastest_batch_size"])]["throughput_texts_per_s"]["median"]
-            for w, c in result["choices"].items()}
-    query = result["query"]
-    overhead = result.get("scalene_overhead")
+    workload, query, rounds = result.workload, result.query, result.rounds
+    best = {w: result.points_of(w)[c.fastest_batch_size].throughput_texts_per_s.median
+            for w, c in result.choices.items()}
     figures: dict[str, Any] = {
-        "workload": workload, "request_texts": result["request"]["texts"],
+        "workload": workload, "request_texts": result.request.texts,
         "bulk_best_texts_per_s": best.get("bulk"), "stream_best_texts_per_s": best.get("stream"),
-        "query_latency_ms_p50": query["latency_ms"]["p50"],
-        "query_latency_ms_p95": query["latency_ms"]["p95"],
-        "query_latency_ms_p99": query["latency_ms"]["p99"],
-        "query_latency_ms_max": query["latency_ms"]["max"],
-        "cold_start_s": (query["cold_start"] or {}).get("total_s"),
-        "scalene_overhead_pct": overhead["overhead_pct"] if overhead else None,
-        "aa": result.get("aa"), "rounds": (result.get("rounds") or {}).get("rounds"),
-        "stopped_by": (result.get("rounds") or {}).get("stopped_by")}
+        "query_latency_ms_p50": query.latency_ms.p50,
+        "query_latency_ms_p95": query.latency_ms.p95,
+        "query_latency_ms_p99": query.latency_ms.p99,
+        "query_latency_ms_max": query.latency_ms.max,
+        "cold_start_s": (query.cold_start or {}).get("total_s"),
+        "scalene_overhead_pct": (result.scalene_overhead.overhead_pct
+                                 if result.scalene_overhead else None),
+        "aa": result.aa.to_dict() if result.aa else None,
+        "rounds": rounds.rounds if rounds else None,
+        "stopped_by": rounds.stopped_by if rounds else None}
     if workload == "query":
         return {**figures, "fastest_batch_size": None, "recommended_batch_size": None,
-                "best_throughput_texts_per_s": query["throughput_texts_per_s"]["median"],
-                "recommended_throughput_texts_per_s": query["throughput_texts_per_s"]["median"],
-                "recommended_latency_ms_p95": query["latency_ms"]["p95"],
+                "best_throughput_texts_per_s": query.throughput_texts_per_s.median,
+                "recommended_throughput_texts_per_s": query.throughput_texts_per_s.median,
+                "recommended_latency_ms_p95": query.latency_ms.p95,
                 "padding_real_share": 1.0}
-    choice = result["choices"][workload]
-    chosen = by_key[(workload, choice["recommended_batch_size"])]
-    return {**figures, **choice, "best_throughput_texts_per_s": best[workload],
-            "recommended_throughput_texts_per_s": chosen["throughput_texts_per_s"]["median"],
-            "recommended_latency_ms_p95": chosen["call_latency_ms"]["p95"],
-            "padding_real_share": chosen["padding"]["real_share"]}
+    choice = result.choices[workload]
+    chosen = result.points_of(workload)[choice.recommended_batch_size]
+    return {**figures, **asdict(choice), "best_throughput_texts_per_s": best[workload],
+            "recommended_throughput_texts_per_s": chosen.throughput_texts_per_s.median,
+            "recommended_latency_ms_p95": chosen.call_latency_ms.p95,
+            "padding_real_share": chosen.padding.real_share}
 
 
-def metrics_of(result: dict[str, Any]) -> list[Metric]:
+def metrics_of(result: BatchSizeResult) -> list[Metric]:
     """Throughput per pass of bulk and stream, every query's latency, the cold start."""
-    by_key = {(p["workload"], p["batch_size"]): p for p in result["points"]}
     study, found = BatchSizeStudy.NAME, []
-    for workload, choice in result["choices"].items():
-        for size, label in ((choice["fastest_batch_size"], "best"),
+    for workload, choice in result.choices.items():
+        points = result.points_of(workload)
+        for size, label in ((choice.fastest_batch_size, "best"),
                             (DEFAULT_BATCH_SIZE, f"b{DEFAULT_BATCH_SIZE}")):
-            point = by_key.get((workload, size))
+            point = points.get(size)
             title = (f"{workload} at batch {size}" if label != "best"
                      else f"{workload} at its fastest batch size")
             if point is not None:
                 found.append(metric(f"{workload}_{label}_texts_per_s", title, study, "texts/s",
-                                    "higher", point["throughput_texts_per_s"]["samples"],
-                                    validity=point.get("validity")))
-    latencies = result["query"]["latency_ms"]["samples"]
+                                    "higher", point.throughput_texts_per_s.samples,
+                                    validity=point.validity.to_dict() if point.validity else None))
+    latencies = result.query.latency_ms.samples
     found += [metric("query_latency_ms_p50", "query latency, median", study, "ms", "lower",
                      latencies),
               metric("query_latency_ms_p95", "query latency, p95", study, "ms", "lower",
                      latencies, quantile=0.95)]
-    cold = result["query"].get("cold_start")
+    cold = result.query.cold_start
     if cold:
         found.append(metric("cold_start_s", "cold start", study, "s", "lower", [cold["total_s"]]))
     return found

@@ -12,11 +12,12 @@ import gc
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from profiler.measure.fit import LinearFit, linear_fit
 from profiler.measure.memory import rss_mb
+from profiler.storage import Record
 from profiler.studies.base import Study, StudyContext, emit
 
 
@@ -30,13 +31,29 @@ class LeakVerdict:
     threshold_mb_per_iteration: float
 
 
+@dataclass(frozen=True)
+class LeakResult(Record):
+    """RSS after each iteration of one workload, and the verdict on its steady state."""
+
+    texts_per_iteration: int
+    batch_size: int
+    warmup_rss_mb: list[float]
+    rss_mb: list[float]
+    leak: bool
+    steady_from: int  # index of the first measured iteration in the steady state
+    fit: LinearFit
+    threshold_mb_per_iteration: float
+    growth_mb_per_1000_iterations: float
+
+
 class LeakStudy(Study):
     """Repeat one workload; flag a leak when steady-state RSS keeps rising."""
 
     NAME = "leak"
     TITLE = "Leak check"
+    RESULT = LeakResult
 
-    def run(self, ctx: StudyContext) -> dict[str, Any]:
+    def run(self, ctx: StudyContext) -> LeakResult:
         """Warm up, measure RSS after every iteration, fit, then profile a few for Scalene."""
         timing = ctx.settings.timing
         texts = ctx.cycled(timing.leak_texts)
@@ -54,15 +71,19 @@ class LeakStudy(Study):
             with ctx.profiling.on():  # Scalene's own leak detector watches these
                 for _ in range(max(3, timing.leak_warmup)):
                     iterate(ctx, texts, size)
-        return {"texts_per_iteration": len(texts), "batch_size": size,
-                "warmup_rss_mb": warmup, "rss_mb": rss, **verdict_dict(verdict)}
+        return LeakResult(texts_per_iteration=len(texts), batch_size=size, warmup_rss_mb=warmup,
+                          rss_mb=rss, leak=verdict.leak, steady_from=verdict.steady_from,
+                          fit=verdict.fit,
+                          threshold_mb_per_iteration=verdict.threshold_mb_per_iteration,
+                          growth_mb_per_1000_iterations=1000 * verdict.fit.slope)
 
     @staticmethod
-    def headline(result: dict[str, Any]) -> dict[str, Any]:
+    def headline(result: LeakResult) -> dict[str, Any]:
         """The verdict and the slope behind it."""
-        return {"leak": result["leak"], "slope_mb_per_iteration": result["fit"]["slope"],
-                "slope_ci95": result["fit"]["slope_ci95"],
-                "texts_per_iteration": result["texts_per_iteration"]}
+        fit = result.fit
+        return {"leak": result.leak, "slope_mb_per_iteration": fit.slope,
+                "slope_ci95": list(fit.slope_ci95) if fit.slope_ci95 else None,
+                "texts_per_iteration": result.texts_per_iteration}
 
 
 @contextmanager
@@ -111,9 +132,3 @@ def judge(rss: list[float], threshold_mb: float) -> LeakVerdict:
     return LeakVerdict(leak=leak, steady_from=start, fit=fit,
                        threshold_mb_per_iteration=threshold_mb)
 
-
-def verdict_dict(verdict: LeakVerdict) -> dict[str, Any]:
-    """The verdict as JSON-ready fields."""
-    data = asdict(verdict)
-    data["growth_mb_per_1000_iterations"] = 1000 * verdict.fit.slope
-    return data

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import signal
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from profiler.measure.fit import LinearFit, linear_fit
 from profiler.measure.metrics import Metric, metric
 from profiler.runner.probes import Probe, probe_sizes
+from profiler.storage import Record
 from profiler.studies.base import Study, StudyContext, measure_each
 from profiler.workloads import request_of
 
@@ -47,14 +48,35 @@ class MemoryPoint:
     encode_s: float
     cuda_memory_mb: dict[str, float] | None
 
+    @property
+    def model_mb(self) -> float:
+        """What loading the model added to the process."""
+        return self.rss_after_load_mb - self.rss_before_load_mb
+
+
+@dataclass(frozen=True)
+class MemoryResult(Record):
+    """Fresh-process memory per batch size, the sizes that failed, and the peak's line."""
+
+    points: list[MemoryPoint]
+    fit: LinearFit | None  # peak increase against batch size; None with one size
+    failed: list[ProbeFailure] = field(default_factory=list)
+    limit_mb: float | None = None
+
+    @property
+    def largest(self) -> MemoryPoint:
+        """The largest batch size that finished."""
+        return max(self.points, key=lambda p: p.batch_size)
+
 
 class MemoryStudy(Study):
     """Fresh-process RSS per batch size, and a line through peak against batch size."""
 
     NAME = "memory"
     TITLE = "Memory"
+    RESULT = MemoryResult
 
-    def run(self, ctx: StudyContext) -> dict[str, Any]:
+    def run(self, ctx: StudyContext) -> MemoryResult:
         """Probe every batch size in its own process; profile one encode here for Scalene."""
         sizes = probe_sizes(ctx.settings.batch_sizes, ctx.settings.quick)
         probes = {size: ctx.probes.get(size) or Probe() for size in sizes}  # the worker's, if
@@ -72,34 +94,27 @@ class MemoryStudy(Study):
         largest = max(p.batch_size for p in points)  # the biggest batch that fits
         with ctx.profiling.on():  # Scalene's memory view of the biggest batch's encode
             ctx.model.encode(workload(ctx, largest), batch_size=largest)
-        return {"points": [asdict(p) for p in points], "failed": [asdict(f) for f in failed],
-                "limit_mb": ctx.settings.memory_limit_mb,
-                "fit": fit_peak(points).to_dict() if len(points) > 1 else None}
+        return MemoryResult(points=points, failed=failed, limit_mb=ctx.settings.memory_limit_mb,
+                            fit=fit_peak(points) if len(points) > 1 else None)
 
     @staticmethod
-    def headline(result: dict[str, Any]) -> dict[str, Any]:
+    def headline(result: MemoryResult) -> dict[str, Any]:
         """The model's resident size, the largest batch's peak and the cost per text."""
-        points = result["points"]
-        largest = max(points, key=lambda p: p["batch_size"])
-        fit = result["fit"]
-        return {"model_mb": sum(p["rss_after_load_mb"] - p["rss_before_load_mb"]
-                                for p in points) / len(points),
-                "largest_batch_size": largest["batch_size"],
-                "largest_peak_rss_mb": largest["peak_rss_mb"],
-                "largest_peak_increase_mb": largest["peak_increase_mb"],
-                "mb_per_text": fit["slope"] if fit else None}
+        largest = result.largest
+        return {"model_mb": sum(p.model_mb for p in result.points) / len(result.points),
+                "largest_batch_size": largest.batch_size,
+                "largest_peak_rss_mb": largest.peak_rss_mb,
+                "largest_peak_increase_mb": largest.peak_increase_mb,
+                "mb_per_text": result.fit.slope if result.fit else None}
 
     @staticmethod
-    def metrics(result: dict[str, Any]) -> list[Metric]:
+    def metrics(result: MemoryResult) -> list[Metric]:
         """The largest batch's peak resident memory, and the model's own size."""
-        points = result["points"]
-        largest = max(points, key=lambda p: p["batch_size"])
-        return [metric("peak_rss_mb", f"peak memory at batch {largest['batch_size']}",
-                       MemoryStudy.NAME, "MB", "lower", [largest["peak_rss_mb"]],
-                       calibrated=False),
+        largest = result.largest
+        return [metric("peak_rss_mb", f"peak memory at batch {largest.batch_size}",
+                       MemoryStudy.NAME, "MB", "lower", [largest.peak_rss_mb], calibrated=False),
                 metric("model_rss_mb", "model resident size", MemoryStudy.NAME, "MB", "lower",
-                       [p["rss_after_load_mb"] - p["rss_before_load_mb"] for p in points],
-                       calibrated=False)]
+                       [p.model_mb for p in result.points], calibrated=False)]
 
 
 def workload(ctx: StudyContext, batch_size: int) -> list[str]:

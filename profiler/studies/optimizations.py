@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from profiler.analysis.quality import Criterion, measure_quality, pareto_front
+from profiler.analysis.quality import Criterion, Quality, measure_quality, pareto_front
 from profiler.backends.variants import Encode, Skip, Variant, variants
 from profiler.measure.flops import model_config
 from profiler.measure.memory import PeakRss
 from profiler.measure.peak import Peak, cpu_flags, measure_peak, peak_dtypes
 from profiler.measure.rounds import (
     AA_SUFFIX,
+    AaCheck,
     Outcome,
     Rates,
     aa_check,
@@ -33,6 +34,7 @@ from profiler.measure.rounds import (
 )
 from profiler.measure.stats import Stats, summarize
 from profiler.measure.validity import MAX_CV, MIN_SAMPLES, Validity, check_paired
+from profiler.storage import Record
 from profiler.studies.base import Study, StudyContext, emit, round_progress
 from profiler.studies.batch_size import DEFAULT_BATCH_SIZE, measured_sizes
 from profiler.workloads import (
@@ -70,7 +72,7 @@ class Experiment:
     latency_ms_p95: float | None = None
     speedup: float | None = None
     speedup_ci95: tuple[float, float] | None = None
-    quality: dict[str, Any] | None = None
+    quality: Quality | None = None
     peak_rss_increase_mb: float | None = None
     setup_s: float | None = None
     gflops_per_s: float | None = None
@@ -79,6 +81,51 @@ class Experiment:
     peak_pct: float | None = None
     useful_peak_pct: float | None = None
     validity: Validity | None = None  # of the throughput samples: too noisy or too few?
+
+    @property
+    def is_measured(self) -> bool:
+        """Whether it was timed (not skipped or failed)."""
+        return self.status == "measured"
+
+    @property
+    def median(self) -> float:
+        """Its median throughput in texts/s (0 when not measured)."""
+        return self.throughput_texts_per_s.median if self.throughput_texts_per_s else 0.0
+
+
+@dataclass(frozen=True)
+class OptimizationsResult(Record):
+    """Every variant against the fp32 baseline, in the same rounds, with its quality."""
+
+    workload: str
+    texts: int
+    batch_sizes: list[int]
+    search_texts: int
+    default_batch_size: int
+    quality_texts: int
+    baseline: str
+    quality_threshold: float
+    peaks: list[Peak]
+    cpu_flags: list[str]
+    experiments: list[Experiment]
+    round_texts: int | None = None
+    rounds: Outcome | None = None  # None: measured before interleaved rounds, or no baseline
+    aa: AaCheck | None = None
+    quality_criterion: Criterion | None = None  # None on reading a run from before recall@k
+
+    def __post_init__(self) -> None:
+        if self.quality_criterion is None:  # such runs judged quality by mean cosine alone
+            object.__setattr__(self, "quality_criterion", Criterion(self.quality_threshold))
+
+    @property
+    def criterion(self) -> Criterion:
+        """What keeps quality in this run."""
+        assert self.quality_criterion is not None  # set on construction
+        return self.quality_criterion
+
+    def experiment(self, name: str) -> Experiment | None:
+        """The experiment of that name, if it was in the run."""
+        return next((e for e in self.experiments if e.name == name), None)
 
 
 @dataclass
@@ -121,8 +168,9 @@ class OptimizationsStudy(Study):
 
     NAME = "optimizations"
     TITLE = "Optimizations"
+    RESULT = OptimizationsResult
 
-    def run(self, ctx: StudyContext) -> dict[str, Any]:
+    def run(self, ctx: StudyContext) -> OptimizationsResult:
         """Measure the machine's peak; build every variant; time them all in rounds."""
         peaks = measure_peaks(ctx)
         bench = make_bench(ctx, {p.dtype: p.best_gflops for p in peaks})
@@ -141,28 +189,23 @@ class OptimizationsStudy(Study):
                 results = [e if isinstance(e, Experiment) else
                            measured(e, bench, rates, shares[e.variant.name]) for e in entries]
         aa = aa_check(rates, BASELINE, ctx.settings.timing.precision) if rates else None
-        return {"workload": bench.workload, "texts": len(bench.texts),
-                "batch_sizes": bench.sizes, "search_texts": bench.search_texts,
-                "default_batch_size": DEFAULT_BATCH_SIZE, "round_texts": bench.round_texts,
-                "rounds": outcome.to_dict() if outcome else None,
-                "aa": aa.to_dict() if aa else None,
-                "quality_texts": len(bench.quality_texts), "baseline": BASELINE,
-                "quality_threshold": ctx.settings.quality_threshold,
-                "quality_criterion": Criterion(ctx.settings.quality_threshold,
-                                               ctx.settings.quality_recall).to_dict(),
-                "peaks": [p.to_dict() for p in peaks], "cpu_flags": cpu_flags(),
-                "experiments": [asdict(r) for r in results]}
+        return OptimizationsResult(
+            workload=bench.workload, texts=len(bench.texts), batch_sizes=bench.sizes,
+            search_texts=bench.search_texts, default_batch_size=DEFAULT_BATCH_SIZE,
+            round_texts=bench.round_texts, rounds=outcome, aa=aa,
+            quality_texts=len(bench.quality_texts), baseline=BASELINE,
+            quality_threshold=ctx.settings.quality_threshold,
+            quality_criterion=Criterion(ctx.settings.quality_threshold,
+                                        ctx.settings.quality_recall),
+            peaks=peaks, cpu_flags=cpu_flags(), experiments=results)
 
     @staticmethod
-    def headline(result: dict[str, Any]) -> dict[str, Any]:
-        """The best combination that keeps quality, the speed-quality front, how many ran."""
-        from profiler.analysis.recommendations import best_configuration
-
-        return {"workload": result["workload"], "best": best_configuration(result),
-                "front": pareto_front(result["experiments"]),
-                "aa": result.get("aa"),
-                "measured": sum(e["status"] == "measured" for e in result["experiments"]),
-                "skipped": sum(e["status"] != "measured" for e in result["experiments"])}
+    def headline(result: OptimizationsResult) -> dict[str, Any]:
+        """The speed-quality front and how many ran (`derive` adds the best configuration)."""
+        measured = sum(e.is_measured for e in result.experiments)
+        return {"workload": result.workload, "front": pareto_front(result.experiments),
+                "aa": result.aa.to_dict() if result.aa else None,
+                "measured": measured, "skipped": len(result.experiments) - measured}
 
 
 def measure_peaks(ctx: StudyContext) -> list[Peak]:
@@ -351,7 +394,7 @@ def measured(prepared: Prepared, bench: Bench, rates: Rates, share: Share) -> Ex
         threads=int(getattr(encode, "threads", None) or _torch_threads()),
         throughput_texts_per_s=stats, latency_ms_p95=_latency_p95(bench, share, rates[name]),
         speedup=1.0 if name == BASELINE else ratio.estimate, speedup_ci95=ratio.ci95,
-        quality=measure_quality(bench.reference, embeddings).to_dict(),
+        quality=measure_quality(bench.reference, embeddings),
         peak_rss_increase_mb=prepared.memory_mb, setup_s=prepared.setup_s, gflops_per_s=gflops,
         useful_gflops_per_s=useful, peak_dtype=peak_dtype,
         peak_pct=100 * gflops / peak if peak else None,

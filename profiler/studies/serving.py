@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,8 @@ from profiler.serving.capacity import (
 )
 from profiler.serving.engine import ServiceModel, Slo, Trial, serve
 from profiler.serving.load import Request, min_queries, poisson_schedule
-from profiler.serving.plan import BALANCES, Simulator, replicas_for
+from profiler.serving.plan import BALANCES, Fleet, Simulator, replicas_for
+from profiler.storage import Record
 from profiler.studies.base import Study, StudyContext, emit
 from profiler.workloads import Encode, model_encode, token_counts
 
@@ -132,13 +133,111 @@ class Bench:
         return floor_rps(self.slo.percentile, self.serving.max_run_s, self.extend_to)
 
 
+@dataclass(frozen=True)
+class SettingCapacity:
+    """One batcher setting and the capacity its search found."""
+
+    batcher: str
+    params: dict[str, Any]  # the batcher's own: max_batch, max_wait_ms, window, ...
+    label: str
+    capacity: Capacity
+
+
+@dataclass(frozen=True)
+class ServedConfig:
+    """One configuration (fp32, or the run's best) with its searched settings."""
+
+    name: str
+    title: str
+    best: int  # index of the highest-capacity setting
+    settings: list[SettingCapacity]
+    snippet: str | None = None  # how to build it (not fp32)
+
+    @property
+    def top(self) -> SettingCapacity:
+        """Its highest-capacity setting."""
+        return self.settings[self.best]
+
+
+@dataclass(frozen=True)
+class LoadCurve:
+    """Runs of one setting from light load to past capacity."""
+
+    batcher: str
+    params: dict[str, Any]
+    label: str
+    capacity_rps: float
+    points: list[Trial]
+    left_out_rps: list[float] = field(default_factory=list)  # loads the budget had no room for
+    budget_s: float | None = None
+
+
+@dataclass(frozen=True)
+class PredictedPoint:
+    """The simulation's percentile latency beside the measured one, at one measured load."""
+
+    rate_rps: float
+    measured_ms: float
+    predicted_ms: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The simulation's capacity for the best setting against the measured bracket."""
+
+    label: str
+    measured_rps: float
+    measured_failed_rps: float | None
+    predicted_rps: float
+    error: float | None  # predicted / measured - 1
+    tolerance: float
+    trusted: bool
+    curve: list[PredictedPoint]
+    miss: float | None = None  # how far outside the measured bracket (0: inside it)
+
+
+@dataclass(frozen=True)
+class ThreadCost:
+    """One text per call on the main thread against a worker thread, in interleaved rounds."""
+
+    rounds: int
+    calls: int
+    main_ms: float
+    worker_ms: float
+    worker_speed: float  # worker calls/s over main calls/s
+    ci95: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class ServingResult(Record):
+    """Capacity at a latency target per batcher setting, latency against load, the simulation
+    and the fleet it plans."""
+
+    slo: Slo
+    request_texts: list[int]
+    quick: bool
+    resolution: float
+    min_run_s: float
+    min_requests: int
+    search: str
+    configs: list[ServedConfig]  # fp32 first
+    curves: list[LoadCurve]  # each batcher's best setting, best first
+    service_model: ServiceModel
+    prediction: Prediction
+    target_rps: float
+    fleet: list[Fleet]
+    search_budget_s: float | None = None
+    thread_cost: ThreadCost | None = None
+
+
 class ServingStudy(Study):
     """Capacity at a latency target per batcher, latency against load, and a fleet plan."""
 
     NAME = "serving"
     TITLE = "Serving capacity"
+    RESULT = ServingResult
 
-    def run(self, ctx: StudyContext) -> dict[str, Any]:
+    def run(self, ctx: StudyContext) -> ServingResult:
         """Search capacities for fp32 and the best configuration; simulate; plan the fleet."""
         serving, quick = ctx.settings.serving, ctx.settings.quick
         slo = Slo(serving.slo_ms, serving.slo_percentile)
@@ -170,48 +269,44 @@ class ServingStudy(Study):
         simulator = simulator_of(fp32, grid[best], service)
         prediction = predict(simulator, fp32.search(*grid[best], serving.max_run_s),
                              searched[best], curves, grid[best], resolution, serving.tolerance)
-        fleet = [replicas_for(simulator, serving.target_rps, prediction["predicted_rps"],
-                              balance).to_dict() for balance in BALANCES]
-        return {"slo": {"target_ms": slo.target_ms, "percentile": slo.percentile},
-                "request_texts": list(serving.request_texts), "quick": quick,
-                "resolution": resolution, "min_run_s": run_s, "search_budget_s": fp32.budget_s,
-                "min_requests": min_queries(slo.percentile, 0),
-                "search": ("one batcher, its largest batch, a coarse search (--quick)" if quick
-                           else f"{len(grid)} batcher settings"),
-                "configs": configs, "curves": curves, "service_model": service.to_dict(),
-                "prediction": prediction, "target_rps": serving.target_rps, "fleet": fleet,
-                "thread_cost": threads}
+        fleet = [replicas_for(simulator, serving.target_rps, prediction.predicted_rps, balance)
+                 for balance in BALANCES]
+        return ServingResult(
+            slo=slo, request_texts=list(serving.request_texts), quick=quick,
+            resolution=resolution, min_run_s=run_s, search_budget_s=fp32.budget_s,
+            min_requests=min_queries(slo.percentile, 0),
+            search=("one batcher, its largest batch, a coarse search (--quick)" if quick
+                    else f"{len(grid)} batcher settings"),
+            configs=configs, curves=curves, service_model=service, prediction=prediction,
+            target_rps=serving.target_rps, fleet=fleet, thread_cost=threads)
 
     @staticmethod
-    def headline(result: dict[str, Any]) -> dict[str, Any]:
+    def headline(result: ServingResult) -> dict[str, Any]:
         """fp32's capacity at the target with its best batcher; the best configuration's."""
-        slo = result["slo"]
-        base = result["configs"][0]
-        top = base["settings"][base["best"]]
-        capacity = Capacity.from_dict(top["capacity"])
-        other = result["configs"][1] if len(result["configs"]) > 1 else None
-        rate = other["settings"][0]["capacity"]["rate_rps"] if other else None
+        slo, top = result.slo, result.configs[0].top
+        capacity = top.capacity
+        other = result.configs[1] if len(result.configs) > 1 else None
+        rate = other.settings[0].capacity.rate_rps if other else None
         return {"capacity_rps": capacity.rate_rps, "confirmed": capacity.confirmed,
-                "batcher": top["label"],
-                "described": capacity.describe(slo["percentile"], slo["target_ms"]),
-                "slo": slo,
+                "batcher": top.label,
+                "described": capacity.describe(slo.percentile, slo.target_ms),
+                "slo": asdict(slo),
                 "best_config": None if other is None else {
-                    "name": other["name"], "title": other["title"], "capacity_rps": rate,
+                    "name": other.name, "title": other.title, "capacity_rps": rate,
                     "gain": rate / capacity.rate_rps if rate and capacity.rate_rps else None},
-                "prediction_error": result["prediction"]["error"],
-                "trusted": result["prediction"]["trusted"],
-                "target_rps": result["target_rps"],
-                "replicas": {f["balance"]: f["replicas"] for f in result["fleet"]}}
+                "prediction_error": result.prediction.error,
+                "trusted": result.prediction.trusted,
+                "target_rps": result.target_rps,
+                "replicas": {f.balance: f.replicas for f in result.fleet}}
 
     @staticmethod
-    def metrics(result: dict[str, Any]) -> list[Metric]:
+    def metrics(result: ServingResult) -> list[Metric]:
         """Capacity at the latency target (higher is better)."""
-        slo = result["slo"]
-        base = result["configs"][0]
-        rate = base["settings"][base["best"]]["capacity"]["rate_rps"]
-        target = f"p{slo['percentile']:g} ≤ {slo['target_ms']:g} ms"
+        slo = result.slo
+        rate = result.configs[0].top.capacity.rate_rps
+        target = f"p{slo.percentile:g} ≤ {slo.target_ms:g} ms"
         # the target is in the name: runs held to another target are not compared
-        return [metric(f"capacity_rps_p{slo['percentile']:g}_{slo['target_ms']:g}ms",
+        return [metric(f"capacity_rps_p{slo.percentile:g}_{slo.target_ms:g}ms",
                        f"capacity at {target}", ServingStudy.NAME, "requests/s", "higher",
                        [rate])]
 
@@ -222,7 +317,7 @@ def profiled_requests(rate: float, run_s: float) -> int:
 
 
 def thread_cost(encode: Encode, texts: list[str], rounds: int,
-                calls: int = THREAD_CALLS) -> dict[str, Any]:
+                calls: int = THREAD_CALLS) -> ThreadCost:
     """One text per call on this (main) thread against a worker thread, in interleaved rounds.
 
     The study serves from a worker thread, as a server whose framework owns the main thread
@@ -255,9 +350,9 @@ def thread_cost(encode: Encode, texts: list[str], rounds: int,
     ratio = paired_ratio(main, worker)  # worker calls/s over main calls/s
     emit("done", label="main thread against a worker thread",
          summary=f"worker thread {ratio.estimate:.2f}× the main thread's speed")
-    return {"rounds": rounds, "calls": calls,
-            "main_ms": 1000 / float(np.median(main)), "worker_ms": 1000 / float(np.median(worker)),
-            "worker_speed": ratio.estimate, "ci95": [ratio.low, ratio.high]}
+    return ThreadCost(rounds=rounds, calls=calls, main_ms=1000 / float(np.median(main)),
+                      worker_ms=1000 / float(np.median(worker)), worker_speed=ratio.estimate,
+                      ci95=ratio.ci95)
 
 
 def _computer(ctx: StudyContext, encode: Encode) -> Callable[[Batch], Any]:
@@ -335,7 +430,7 @@ def best_per_batcher(grid: list[Setting], searched: list[Capacity]) -> list[int]
 
 
 def load_curve(bench: Bench, setting: Setting, capacity: Capacity,
-               loads: tuple[float, ...], budget_s: float) -> dict[str, Any]:
+               loads: tuple[float, ...], budget_s: float) -> LoadCurve:
     """Latency, queueing and batches from light load to past capacity, for one setting: the
     search's runs that served every request, and a run at each load in `loads` (of capacity)
     they did not come near, served to the end (the bounded queue keeps an overload finite).
@@ -357,18 +452,17 @@ def load_curve(bench: Bench, setting: Setting, capacity: Capacity,
             continue
         points[extra] = bench.run(kind, params, extra, count, give_up=False)
     emit("done", label=f"latency against load: {label}", summary=f"{len(points)} loads")
-    return {"batcher": kind, "params": params, "label": label, "capacity_rps": rate,
-            "points": [points[r].to_dict() for r in sorted(points)],
-            "left_out_rps": sorted(left_out), "budget_s": budget_s}
+    return LoadCurve(batcher=kind, params=params, label=label, capacity_rps=rate,
+                     points=[points[r] for r in sorted(points)], left_out_rps=sorted(left_out),
+                     budget_s=budget_s)
 
 
 def config_entry(bench: Bench, grid: list[Setting], searched: list[Capacity],
-                 best: int) -> dict[str, Any]:
+                 best: int) -> ServedConfig:
     """One configuration's searched settings and which was best."""
-    return {"name": bench.name, "title": bench.title, "best": best,
-            "settings": [{"batcher": kind, "params": params, "label": make(kind, params).label,
-                          "capacity": capacity.to_dict()}
-                         for (kind, params), capacity in zip(grid, searched, strict=True)]}
+    return ServedConfig(bench.name, bench.title, best,
+                        [SettingCapacity(kind, params, make(kind, params).label, capacity)
+                         for (kind, params), capacity in zip(grid, searched, strict=True)])
 
 
 def best_variant(ctx: StudyContext) -> Any:
@@ -376,6 +470,7 @@ def best_variant(ctx: StudyContext) -> Any:
     plain fp32; None when there is none (or the study did not run)."""
     from profiler.analysis.recommendations import best_configuration
     from profiler.backends.variants import variants
+    from profiler.studies.optimizations import OptimizationsStudy
 
     if ctx.run_dir is None:
         return None
@@ -383,8 +478,8 @@ def best_variant(ctx: StudyContext) -> Any:
     done = [p for p in (False, True) if run.study_path("optimizations", p).is_file()]
     if not done:
         return None
-    best = best_configuration(run.read_study("optimizations", "result",
-                                             partial=done[0])["result"])
+    data = run.read_study("optimizations", "result", partial=done[0])["result"]
+    best = best_configuration(OptimizationsStudy.read(data))
     if not best or best["name"].startswith("fp32") or not best["beats_plain"]:
         return None
     import torch
@@ -394,7 +489,7 @@ def best_variant(ctx: StudyContext) -> Any:
 
 
 def serve_variant(ctx: StudyContext, variant: Any, fp32: Bench, setting: Setting,
-                  capacity: Capacity, resolution: float) -> dict[str, Any]:
+                  capacity: Capacity, resolution: float) -> ServedConfig:
     """The best configuration's capacity with fp32's best setting, searched from fp32's."""
     with variant.build(ctx) as encode:
         bench = replace(fp32, name=variant.name, title=variant.title,
@@ -402,12 +497,12 @@ def serve_variant(ctx: StudyContext, variant: Any, fp32: Bench, setting: Setting
         bench.compute(one_batch(bench.tokens, 4))  # first-call costs, outside the runs
         found = search_grid(bench, [setting], resolution, bench.serving,
                             max(capacity.rate_rps, 1.0))
-    return config_entry(bench, [setting], found, 0) | {"snippet": variant.snippet}
+    return replace(config_entry(bench, [setting], found, 0), snippet=variant.snippet)
 
 
 def predict(simulator: Simulator, measured_with: Search, measured: Capacity,
-            curves: list[dict[str, Any]], setting: Setting, resolution: float,
-            tolerance: float) -> dict[str, Any]:
+            curves: list[LoadCurve], setting: Setting, resolution: float,
+            tolerance: float) -> Prediction:
     """The simulation's capacity and latency curve for the best setting, beside the measured:
     searched with runs as long as the measured ones, so the two are judged alike."""
     emit("config", label="simulation", index=0, total=1)
@@ -416,17 +511,17 @@ def predict(simulator: Simulator, measured_with: Search, measured: Capacity,
                                      measured_with.min_run_s, measured_with.max_run_s,
                                      simulator.slo.percentile, measured_with.extend_to),
                               start, resolution)
-    curve = next(c for c in curves if c["batcher"] == setting[0] and c["params"] == setting[1])
-    points = [{"rate_rps": p["rate_rps"], "measured_ms": p["latency_ms"]["slo"],
-               "predicted_ms": simulator.run(p["rate_rps"], count=p["requests"]).latency_ms["slo"]}
-              for p in curve["points"]]
+    curve = next(c for c in curves if c.batcher == setting[0] and c.params == setting[1])
+    points = [PredictedPoint(p.rate_rps, p.latency_ms["slo"],
+                             simulator.run(p.rate_rps, count=p.requests).latency_ms["slo"])
+              for p in curve.points]
     error = predicted.rate_rps / measured.rate_rps - 1 if measured.rate_rps else None
     miss = outside(predicted.rate_rps, measured)
     emit("done", label="simulation", summary=f"predicted {predicted.rate_rps:,.0f} requests/s")
-    return {"label": curve["label"], "measured_rps": measured.rate_rps,
-            "measured_failed_rps": measured.failed_rps, "predicted_rps": predicted.rate_rps,
-            "error": error, "miss": miss, "tolerance": tolerance,
-            "trusted": miss is not None and miss <= tolerance, "curve": points}
+    return Prediction(label=curve.label, measured_rps=measured.rate_rps,
+                      measured_failed_rps=measured.failed_rps, predicted_rps=predicted.rate_rps,
+                      error=error, miss=miss, tolerance=tolerance,
+                      trusted=miss is not None and miss <= tolerance, curve=points)
 
 
 def outside(predicted_rps: float, measured: Capacity) -> float | None:

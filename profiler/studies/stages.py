@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from profiler.measure.stats import Stats, summarize
 from profiler.measure.timing import synchronize
+from profiler.storage import Record
 from profiler.studies.base import Study, StudyContext, emit, measure_each, quick_subset
 
 if TYPE_CHECKING:
@@ -26,6 +27,18 @@ class StagePoint:
     stage_share: dict[str, float]
     encode_ms_per_batch: Stats
     attributed_share: float
+
+
+@dataclass(frozen=True)
+class StagesResult(Record):
+    """Each batch size's time per stage of `encode`."""
+
+    stages: list[str]
+    points: list[StagePoint]
+
+    def mean_share(self, stage: str) -> float:
+        """A stage's share of encoding time, averaged over the batch sizes."""
+        return sum(p.stage_share[stage] for p in self.points) / len(self.points)
 
 
 def encode_in_stages(ctx: StudyContext, batch: list[str]) -> dict[str, float]:
@@ -63,8 +76,9 @@ class StagesStudy(Study):
 
     NAME = "stages"
     TITLE = "Stage breakdown"
+    RESULT = StagesResult
 
-    def run(self, ctx: StudyContext) -> dict[str, Any]:
+    def run(self, ctx: StudyContext) -> StagesResult:
         """Time each stage over the workload at every batch size."""
         encode_in_stages(ctx, ctx.texts[:ctx.settings.batch_sizes[0]])  # first-call costs
         sizes = stage_sizes(ctx)
@@ -74,14 +88,12 @@ class StagesStudy(Study):
         size = max(sizes)
         with ctx.profiling.on():  # Scalene's view of each stage at the largest batch size
             encode_in_stages(ctx, ctx.cycled(size))
-        return {"stages": list(STAGES), "points": [asdict(p) for p in points]}
+        return StagesResult(stages=list(STAGES), points=points)
 
     @staticmethod
-    def headline(result: dict[str, Any]) -> dict[str, Any]:
+    def headline(result: StagesResult) -> dict[str, Any]:
         """The forward pass's and tokenization's share, averaged over batch sizes."""
-        points = result["points"]
-        return {stage + "_share": sum(p["stage_share"][stage] for p in points) / len(points)
-                for stage in result["stages"]}
+        return {stage + "_share": result.mean_share(stage) for stage in result.stages}
 
 
 def measure_stages(ctx: StudyContext, batch_size: int) -> StagePoint:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from profiler.measure.rounds import (
 )
 from profiler.measure.stats import Stats, summarize
 from profiler.measure.timing import timed
+from profiler.storage import Record
 from profiler.studies.base import Study, StudyContext, emit, quick_subset, round_progress
 
 
@@ -39,6 +40,27 @@ class LengthPoint:
     throughput_texts_per_s: Stats
     tokens_per_s: float
     batch_latency_ms: Stats
+
+
+@dataclass(frozen=True)
+class Slowdown(Record):
+    """How many times slower per text the longest length is than the shortest (paired)."""
+
+    estimate: float
+    ci95: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class TextLengthResult(Record):
+    """Each target length's figures, shortest first, and how throughput falls with length."""
+
+    batch_size: int
+    max_seq_length: int
+    points: list[LengthPoint]
+    correlation: dict[str, float | None]  # pearson, spearman: median throughput with length
+    truncation_chars: float | None  # where the model starts cutting texts, by extrapolation
+    rounds: Outcome | None = None  # None: measured before interleaved rounds
+    slowdown: Slowdown | None = None  # None: one length, or measured before rounds
 
 
 def texts_of_length(corpus: list[str], target: int, count: int) -> list[str]:
@@ -82,6 +104,7 @@ class TextLengthStudy(Study):
 
     NAME = "text_length"
     TITLE = "Text length"
+    RESULT = TextLengthResult
 
     @classmethod
     def validate(cls, settings: Settings, texts: list[str]) -> None:
@@ -92,7 +115,7 @@ class TextLengthStudy(Study):
             raise ProfilerError(f"corpus has {available} characters, too few for texts of "
                                 f"{longest} characters (text_lengths)")
 
-    def run(self, ctx: StudyContext) -> dict[str, Any]:
+    def run(self, ctx: StudyContext) -> TextLengthResult:
         """Measure every target length at a fixed batch size."""
         lengths = (quick_subset(ctx.settings.text_lengths) if ctx.settings.quick
                    else tuple(sorted(ctx.settings.text_lengths)))  # shortest first, as given or not
@@ -103,35 +126,33 @@ class TextLengthStudy(Study):
         batch = ctx.settings.length_batch_size
         with ctx.profiling.on():  # Scalene's view of the longest texts: where long inputs go
             ctx.model.encode(texts_of_length(ctx.texts, max(lengths), 2 * batch), batch_size=batch)
-        return {"batch_size": ctx.settings.length_batch_size,
-                "max_seq_length": ctx.info.max_seq_length,
-                "points": [asdict(p) for p in points], "rounds": outcome.to_dict(),
-                "slowdown": None if slowdown is None else {
-                    "estimate": slowdown.estimate, "ci95": list(slowdown.ci95)},
-                "correlation": correlations([float(n) for n in lengths], medians),
-                "truncation_chars": truncation_chars(points, ctx.info.max_seq_length)}
+        return TextLengthResult(
+            batch_size=batch, max_seq_length=ctx.info.max_seq_length, points=points,
+            rounds=outcome, correlation=correlations([float(n) for n in lengths], medians),
+            slowdown=None if slowdown is None else Slowdown(slowdown.estimate, slowdown.ci95),
+            truncation_chars=truncation_chars(points, ctx.info.max_seq_length))
 
     @staticmethod
-    def headline(result: dict[str, Any]) -> dict[str, Any]:
+    def headline(result: TextLengthResult) -> dict[str, Any]:
         """Throughput at the shortest and longest length, their ratio, where truncation starts."""
-        first, last = result["points"][0], result["points"][-1]
-        short = first["throughput_texts_per_s"]["median"]
-        long = last["throughput_texts_per_s"]["median"]
-        paired = result.get("slowdown")  # runs before interleaved rounds have none
-        return {"shortest_chars": first["target_chars"], "shortest_texts_per_s": short,
-                "longest_chars": last["target_chars"], "longest_texts_per_s": long,
-                "slowdown_x": paired["estimate"] if paired else short / long if long else None,
-                "slowdown_ci95": paired["ci95"] if paired else None,
-                "pearson": result["correlation"]["pearson"],
-                "truncation_chars": result["truncation_chars"]}
+        first, last = result.points[0], result.points[-1]
+        short = first.throughput_texts_per_s.median
+        long = last.throughput_texts_per_s.median
+        paired = result.slowdown
+        return {"shortest_chars": first.target_chars, "shortest_texts_per_s": short,
+                "longest_chars": last.target_chars, "longest_texts_per_s": long,
+                "slowdown_x": paired.estimate if paired else short / long if long else None,
+                "slowdown_ci95": list(paired.ci95) if paired else None,
+                "pearson": result.correlation["pearson"],
+                "truncation_chars": result.truncation_chars}
 
     @staticmethod
-    def metrics(result: dict[str, Any]) -> list[Metric]:
+    def metrics(result: TextLengthResult) -> list[Metric]:
         """Throughput per round at the shortest and the longest length."""
-        first, last = result["points"][0], result["points"][-1]
-        return [metric(f"{name}_texts_per_s", f"{name} texts ({point['target_chars']} chars)",
+        first, last = result.points[0], result.points[-1]
+        return [metric(f"{name}_texts_per_s", f"{name} texts ({point.target_chars} chars)",
                        TextLengthStudy.NAME, "texts/s", "higher",
-                       point["throughput_texts_per_s"]["samples"])
+                       point.throughput_texts_per_s.samples)
                 for name, point in (("short", first), ("long", last))]
 
 
