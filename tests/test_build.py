@@ -172,7 +172,13 @@ def test_studies_with_a_workload_of_their_own_name_it(bulk_build: Path) -> None:
 def test_full_build_under_scalene_profiles_and_names_every_workload(tiny_project: Path,
                                                                     tiny_model: Path) -> None:
     # two studies, each in its own profiled process (the shared build runs all six, plain,
-    # and shows the pages with a workload of their own); one experiment keeps it short
+    # and shows the pages with a workload of their own); one experiment keeps it short.
+    # Scalene writes nothing for a process whose profiled blocks drew no sample: the tiny
+    # model's profiled passes get three times the texts and one round more, so they draw some
+    settings = tiny_project / "profiler.toml"
+    settings.write_text(settings.read_text().replace("texts_per_repeat = 16",
+                                                     "texts_per_repeat = 48")
+                        .replace("overhead_rounds = 2", "overhead_rounds = 3"))
     done = run_profiler("build", "--model", str(tiny_model), "--workload", "query",
                         "--study", "batch_size", "--study", "optimizations", "--experiment",
                         "bf16", cwd=tiny_project)
@@ -185,9 +191,9 @@ def test_full_build_under_scalene_profiles_and_names_every_workload(tiny_project
     assert lines and all(is_active(line) for line in lines)  # Scalene's lines with samples
     assert study["hotspots"]["cpu_lines"]
     overhead = study["result"]["scalene_overhead"]
-    assert overhead["rounds"] == 2 and overhead["workload"] == "bulk"
+    assert overhead["rounds"] == 3 and overhead["workload"] == "bulk"
     assert overhead["batch_size"] == study["result"]["choices"]["bulk"]["recommended_batch_size"]
-    assert len(overhead["on_texts_per_s"]["samples"]) == 2
+    assert len(overhead["on_texts_per_s"]["samples"]) == 3
     page = (tiny_project / "site" / "report" / "batch-size" / "index.html").read_text()
     # the raw profile stays in data/ (MBs each); `--scalene-html` publishes it with the viewer
     assert "data/runs/&lt;run&gt;/scalene/batch_size.json.gz" in page
@@ -243,6 +249,7 @@ def test_published_scalene_files_keep_host_details_off_unless_asked(
     import gzip
 
     from profiler.report.render import copy_downloads
+    from profiler.studies.stages import StagesResult
 
     home, user = "/home/alice", "alice"
     run_dir = tmp_path / "run"
@@ -251,7 +258,7 @@ def test_published_scalene_files_keep_host_details_off_unless_asked(
     (run_dir / "scalene" / "stages.json.gz").write_bytes(gzip.compress(profile.encode()))
     (run_dir / "scalene" / "stages.html").write_text(f"<p>{home}/app.py run by {user}</p>")
     run = {"config": {"settings": {"scalene_html": True}},
-           "studies": {"stages": {"result": {}, "scalene": {
+           "studies": {"stages": {"typed": StagesResult(stages=[], points=[]), "scalene": {
                "profile": "scalene/stages.json.gz", "html": "scalene/stages.html"}}}}
     hidden = [] if include_host_info else [(home, "~"), (user, "<user>")]
     copy_downloads(run_dir, tmp_path / "report", run, hidden)
