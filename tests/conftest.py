@@ -20,6 +20,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # starts, instead of both spinning two threads on two cores (a third slower end to end).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# The longest work first (pyproject: --no-loadscope-reorder keeps this order): a worker that
+# takes the real model's minutes-long build at the start runs it beside everything else,
+# instead of alone at the end. Files not named keep their place after these.
+LONGEST_FIRST = ("test_real_model.py", "test_build.py", "test_faults.py", "test_browser.py",
+                 "test_batch_workloads.py", "test_static_int8.py", "test_memory_leak.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the tests longest file first (a stable sort: within a file, as written)."""
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 def build_tiny_model(target: Path) -> Path:
     """Save a random BERT (hidden 32, 2 layers, tiny vocabulary) as a sentence-transformers dir."""

@@ -187,12 +187,12 @@ class Prediction:
 
     label: str
     measured_rps: float
-    measured_failed_rps: float | None
     predicted_rps: float
     error: float | None  # predicted / measured - 1
     tolerance: float
     trusted: bool
     curve: list[PredictedPoint]
+    measured_failed_rps: float | None = None  # the bracket's top (None: runs before it was kept)
     miss: float | None = None  # how far outside the measured bracket (0: inside it)
 
 
