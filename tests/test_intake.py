@@ -23,7 +23,7 @@ from conftest import SHARED, copy_build
 from helpers import run_cli
 
 from profiler.history.gate import Rejected, checked_record, checked_records
-from profiler.storage import write_json
+from profiler.storage import SCHEMA_VERSION, write_json
 
 RUN_ID = "20260105T000000Z"
 SCRIPT = "<script>alert(1)</script>"
@@ -337,6 +337,28 @@ def test_merge_refuses_a_hostile_folder_in_one_line_and_writes_nothing(
     assert done.stderr.count("\n") == 1 and words in done.stderr, done.stderr
     assert snapshot(project / "data") == before
     assert not list(project.parent.parent.glob("**/PWNED*"))
+
+
+@SHARED
+def test_merge_takes_a_run_of_the_older_readable_schema_and_refuses_an_older_one(
+        hostile_run: Path, tiny_project: Path) -> None:
+    for path in hostile_run.glob("*.json"):  # as a profiler of schema 2 wrote the run
+        _edit(path, lambda d: d.update(schema_version=2))
+    _edit(hostile_run / "summary.json", lambda s: [s.pop(k) for k in ("complete", "missing")])
+    older = hostile_run.parent / "older" / hostile_run.name
+    shutil.copytree(hostile_run, older)
+    _edit(older / "summary.json", lambda s: s.update(schema_version=1))
+    before = snapshot(tiny_project / "data")
+    refused = run_cli("merge", str(older), cwd=tiny_project)
+    assert refused.returncode == 1 and refused.stderr == (
+        f"error: {older} has schema_version 1; merge reads 2 to {SCHEMA_VERSION}\n")
+    assert snapshot(tiny_project / "data") == before
+    done = run_cli("merge", str(hostile_run), cwd=tiny_project)
+    assert done.returncode == 0, done.stderr
+    merged = tiny_project / "data" / "runs" / hostile_run.name
+    assert json.loads((merged / "summary.json").read_text())["schema_version"] == 2  # as sent
+    assert run_cli("render", "--no-site", "--run", hostile_run.name, cwd=tiny_project
+                   ).returncode == 0
 
 
 @SHARED

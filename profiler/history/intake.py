@@ -37,7 +37,14 @@ from profiler.history.store import (
 )
 from profiler.history.tracking import run_record
 from profiler.rundir import CALIBRATION, COMPARISON, CONFIG, RUN_FILES, SUMMARY, RunDir
-from profiler.storage import SCHEMA_VERSION, point_latest, replace, write_json
+from profiler.storage import (
+    OLDEST_READABLE,
+    SCHEMA_VERSION,
+    migrate,
+    point_latest,
+    replace,
+    write_json,
+)
 
 TOP_FILES = {*RUN_FILES, CALIBRATION, COMPARISON, *(f"{name}.json" for name in STUDY_NAMES)}
 NESTED_FILES = (r"scalene/[a-z_,-]{1,200}\.(json\.gz|html)", r"logs/[a-z_,-]{1,200}\.log")
@@ -211,9 +218,11 @@ def check_run(folder: Path) -> Incoming:
             raise ProfilerError(f"{folder} is not a complete run: {name} is missing")
     summary = _summary(folder)
     version = summary.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if (not isinstance(version, int) or isinstance(version, bool)
+            or not OLDEST_READABLE <= version <= SCHEMA_VERSION):
         raise ProfilerError(f"{folder} has schema_version {version!r}; merge reads "
-                            f"{SCHEMA_VERSION}")
+                            f"{OLDEST_READABLE} to {SCHEMA_VERSION}")
+    summary = migrate(summary)  # as every reader of the copied files will see it
     try:
         run_id = checked_run_id(folder.name, f"{folder} (its folder name)")
         if not summary.get("complete") or summary.get("run_id") != run_id:
@@ -263,7 +272,7 @@ def _check_studies(folder: Path, config: dict[str, Any], files: list[str]) -> No
 
 
 def _summary(folder: Path) -> dict[str, Any]:
-    """The summary as written (not migrated): merge takes runs of this schema version only."""
+    """The summary as written, before any migration (its version is checked first)."""
     try:
         found = json.loads(RunDir(folder).file(SUMMARY).read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError, UnicodeDecodeError) as exc:
