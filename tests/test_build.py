@@ -258,7 +258,8 @@ def test_published_scalene_files_keep_host_details_off_unless_asked(
     (run_dir / "scalene" / "stages.json.gz").write_bytes(gzip.compress(profile.encode()))
     (run_dir / "scalene" / "stages.html").write_text(f"<p>{home}/app.py run by {user}</p>")
     run = {"config": {"settings": {"scalene_html": True}},
-           "studies": {"stages": {"typed": StagesResult(stages=[], points=[]), "scalene": {
+           "results": {"stages": StagesResult(stages=[], points=[])},
+           "studies": {"stages": {"scalene": {
                "profile": "scalene/stages.json.gz", "html": "scalene/stages.html"}}}}
     hidden = [] if include_host_info else [(home, "~"), (user, "<user>")]
     copy_downloads(run_dir, tmp_path / "report", run, hidden)

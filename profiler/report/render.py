@@ -91,7 +91,7 @@ def render_pages(root: Path, run_dir: Path) -> list[Path]:
         pages.append(_write(env, f"{name}.md.j2", report / f"{name.replace('_', '-')}.md",
                             run=run, title=study.TITLE, study=run["studies"].get(name),
                             headline=run["summary"]["studies"].get(name),
-                            charts=study_charts(name, run["studies"].get(name))))
+                            charts=study_charts(name, run["results"].get(name))))
     return pages
 
 
@@ -103,8 +103,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
                for name in summary["studies"]}
     results = {name: read_result(run, name) for name in studies}
     config = run.read(CONFIG, "settings")
-    for name, study in studies.items():
-        study["typed"] = results[name]  # for charts and downloads; templates read the JSON form
+    for name, study in studies.items():  # templates read the JSON form, checked and filled in
         study["result"] = results[name].to_dict()
         hotspots = study.get("hotspots") or {}  # Scalene's against the independent profile
         study["hotspot_check"] = cross_check(hotspots.get("cpu_functions") or [],
@@ -113,9 +112,9 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     return {"id": run_dir.name, "comparison": load_comparison(run_dir),
             "config": config,
             "system": run.read(SYSTEM), "summary": summary,
-            "studies": studies, "pages": {name: f"report/{name.replace('_', '-')}.md"
-                                          for name in STUDIES}, "titles":
-            {name: study.TITLE for name, study in STUDIES.items()}}
+            "studies": studies, "results": results,  # results: typed, for charts and downloads
+            "pages": {name: f"report/{name.replace('_', '-')}.md" for name in STUDIES},
+            "titles": {name: study.TITLE for name, study in STUDIES.items()}}
 
 
 def analysis_of(results: dict[str, Any], settings: dict[str, Any],
@@ -147,12 +146,12 @@ def current_record(data: Path, run_id: str) -> dict[str, Any] | None:
     return next((r for r in runs if r["run_id"] == run_id), None)
 
 
-def study_charts(name: str, study: dict[str, Any] | None) -> list[dict[str, str]]:
+def study_charts(name: str, result: Any) -> list[dict[str, str]]:
     """Return each chart's title and Vega-Lite spec (as JSON) for a study's page."""
-    if study is None or name not in CHARTS:
+    if result is None or name not in CHARTS:
         return []
     return [{"title": title, "spec": json.dumps(chart.to_dict(), separators=(",", ":"))}
-            for title, chart in CHARTS[name](study["typed"])]
+            for title, chart in CHARTS[name](result)]
 
 
 def copy_downloads(run_dir: Path, report: Path, run: dict[str, Any],
@@ -163,8 +162,8 @@ def copy_downloads(run_dir: Path, report: Path, run: dict[str, Any],
     for path in run_dir.glob("*.json"):
         data = redact(json.loads(path.read_text(encoding="utf-8")), hidden)
         write_text(files / path.name, json.dumps(data, indent=2) + "\n")
-    for name, study in run["studies"].items():  # one row per measured configuration
-        write_text(files / f"{name}.csv", to_csv(study_rows(name, study["typed"])))
+    for name, result in run["results"].items():  # one row per measured configuration
+        write_text(files / f"{name}.csv", to_csv(study_rows(name, result)))
     if not run["config"]["settings"].get("scalene_html"):
         return  # raw profiles are MBs each: published only when asked for, with the viewer
     for name, study in run["studies"].items():
