@@ -34,7 +34,7 @@ def record(index: int, throughput: float = 100.0, cv: float = 0.03, n: int = 5,
     rng = np.random.default_rng(index if seed is None else seed)
     created = (START + dt.timedelta(days=index)).isoformat(timespec="seconds")
     samples = (throughput * (1 + cv * rng.standard_normal(n))).tolist()
-    latency = (10.0 * 100.0 / throughput * (1 + cv * rng.standard_normal(50))).tolist()
+    latency = (10.0 * 100.0 / throughput * (1 + cv * rng.standard_normal(100))).tolist()
     cal = (calibration * (1 + 0.005 * rng.standard_normal(6))).tolist()
     base = {
         "run_id": f"2026{index:04d}", "created": created, "commit": None, "machine": MACHINE,

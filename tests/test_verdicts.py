@@ -137,6 +137,44 @@ def test_quantile_judges_the_tail_not_the_median() -> None:
     assert median.change == 0.0 and median.state == "UNCHANGED", median.reason
 
 
+def stalls(rng: np.random.Generator, n: int, share: float = 0.08) -> np.ndarray:
+    """Single-query latencies on a shared machine: 5% jitter, and a share of calls stalled."""
+    base = lognormal(rng, n, 0.05, 6.0)
+    return np.where(rng.random(n) < share, base * rng.uniform(1.5, 3.0, n), base)
+
+
+def test_a_p95_of_too_few_calls_is_never_called() -> None:
+    # The p95 of ten calls lies between their two slowest: where stalls fell, not the model. Ten
+    # calls before and thirty after, as a build and its --confirm pass left them, once came out
+    # REGRESSED +114% between two builds of the same code.
+    states = set()
+    for seed in range(150):
+        rng = np.random.default_rng(seed)
+        for n_a, n_b in ((10, 30), (99, 200)):
+            verdict = only([pair("query_latency_ms_p95", "lower", stalls(rng, n_a),
+                                 stalls(rng, n_b), quantile=0.95, noise=0.1)], seed=seed)
+            states.add(verdict.state)
+            assert verdict.p_value == 1.0 and not verdict.discovery
+            assert verdict.reason.startswith("INCONCLUSIVE: too few samples for a p95 ")
+            assert f"n={n_a} in A" in verdict.reason and "it needs 100" in verdict.reason
+    assert states == {"INCONCLUSIVE"}
+    # The median of the same ten calls is judged as before.
+    rng = np.random.default_rng(1)
+    median = only([pair("query_latency_ms_p50", "lower", stalls(rng, 10), stalls(rng, 10))])
+    assert "too few" not in median.reason
+
+
+def test_a_p95_of_enough_calls_is_judged_with_few_false_alarms() -> None:
+    false_alarms = 0
+    for seed in range(150):
+        rng = np.random.default_rng(seed)
+        verdict = only([pair("query_latency_ms_p95", "lower", stalls(rng, 100),
+                             stalls(rng, 100), quantile=0.95, noise=0.1)], seed=seed)
+        false_alarms += verdict.state in CHANGED
+    print(f"p95 of 100 calls with 8% stalled, no change: {false_alarms}/150 called changed")
+    assert false_alarms <= 0.05 * 150
+
+
 def test_statistic_is_numpy_linear_quantile() -> None:
     assert statistic([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
     assert statistic([1.0, 2.0, 3.0, 4.0], 0.95) == pytest.approx(3.85)

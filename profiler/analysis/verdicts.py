@@ -12,7 +12,11 @@ are judged together so that the many comparisons do not add up to false alarms. 
    ratio of each pair. When history gives a run-to-run relative noise, both runs' statistics
    carry it, so each d* gets a normal draw of sd √(noise_A² + noise_B²) (noise·√2 when equal).
    Fewer than 3 samples in either run is INCONCLUSIVE, with p = 1, unless there is such a
-   noise; then the noise alone is the uncertainty (d* = d + that normal draw).
+   noise; then the noise alone is the uncertainty (d* = d + that normal draw). A tail quantile
+   (q ≠ 0.5) needs 5 samples beyond it in each run, ⌈5 / min(q, 1 − q)⌉ in all (a p95: 100),
+   noise or not: the p95 of ten calls lies between their two slowest, where one stall of a
+   shared machine fell, and resampling them cannot show where the next run's will fall.
+   Fewer is INCONCLUSIVE, with p = 1.
 3. p-value of "changed by more than the margin" (H0: |d| ≤ L, with L = log(1 + margin)):
    p_up = (1 + #{d* ≤ L}) / 2001, p_down = (1 + #{d* ≥ −L}) / 2001 and
    p = min(1, 2·min(p_up, p_down)). With few samples and no noise from history, the bootstrap
@@ -60,6 +64,7 @@ DEFAULT_MARGIN = 0.05
 FDR_Q = 0.05
 BOOTSTRAP_RESAMPLES = 2000
 MIN_SAMPLES = 3
+TAIL_SAMPLES = 5  # samples beyond a tail quantile that each run needs for it to be judged
 DIRECTIONS = ("higher", "lower")
 PERMUTATIONS = 2 * BOOTSTRAP_RESAMPLES  # random splits: enough to resolve p near 0.001
 TIE = 1e-9  # log ratios closer than this are equal
@@ -199,7 +204,15 @@ def percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def sample_problem(a: np.ndarray, b: np.ndarray, noise_sd: float) -> str:
+def tail_needs(quantile: float) -> float:
+    """Samples a run needs for its quantile to have TAIL_SAMPLES beyond it (0 for the median)."""
+    tail = min(quantile, 1.0 - quantile)
+    if tail >= 0.5:
+        return 0
+    return math.ceil(round(TAIL_SAMPLES / tail, 6)) if tail > 0 else math.inf
+
+
+def sample_problem(a: np.ndarray, b: np.ndarray, noise_sd: float, quantile: float) -> str:
     """Say why the samples cannot be judged, or return an empty string."""
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         return "a sample is not a finite number, so the change is undefined"
@@ -208,6 +221,9 @@ def sample_problem(a: np.ndarray, b: np.ndarray, noise_sd: float) -> str:
     if min(a.size, b.size) == 0 or (min(a.size, b.size) < MIN_SAMPLES and noise_sd == 0):
         return (f"too few samples to judge (n={a.size} in A and {b.size} in B; "
                 f"at least {MIN_SAMPLES} are needed without a noise estimate)")
+    if min(a.size, b.size) < (needed := tail_needs(quantile)):
+        return (f"too few samples for a p{100 * quantile:g} (n={a.size} in A and {b.size} in B; "
+                f"it needs {needed:g}, so that {TAIL_SAMPLES} lie beyond it in each run)")
     return ""
 
 
@@ -218,7 +234,7 @@ def weigh(old: Sampled, new: Sampled, rng: np.random.Generator) -> Evidence:
                          "name, direction or quantile")
     a, b = np.asarray(old.samples), np.asarray(new.samples)
     noise_sd = math.hypot(old.noise, new.noise)
-    problem = sample_problem(a, b, noise_sd)
+    problem = sample_problem(a, b, noise_sd, new.quantile)
     d = log_ratio(a, b, new.quantile)
     if problem:
         return Evidence(d, np.empty(0), 1.0, problem)
