@@ -20,7 +20,7 @@ import click
 
 from profiler.measure.stats import summarize
 from profiler.rundir import SUMMARY, RunDir
-from profiler.studies import read_result
+from profiler.studies import STUDIES
 
 if TYPE_CHECKING:
     from profiler.studies.batch_size import BatchSizeResult
@@ -49,14 +49,14 @@ def timed_build(project: Path, *args: str) -> tuple[float, BatchSizeResult]:
     if "--study" not in args:
         print_precision(latest)
         print_serving(latest)
-    return seconds, read_result(latest, "batch_size")
+    return seconds, STUDIES["batch_size"].read_from(latest)
 
 
 def print_serving(run: RunDir) -> None:
     """Capacity per batcher setting, and the simulation's capacity against the measured."""
     if not run.has_study("serving"):
         return
-    result: ServingResult = read_result(run, "serving")
+    result: ServingResult = STUDIES["serving"].read_from(run)
     slo = result.slo
     print(f"  serving: capacity at p{slo.percentile:g} <= {slo.target_ms:g} ms")
     for config in result.configs:
@@ -81,7 +81,7 @@ def print_precision(run: RunDir) -> None:
     for name in ("batch_size", "optimizations"):
         if not run.has_study(name):
             continue
-        result = read_result(run, name)
+        result = STUDIES[name].read_from(run)
         rounds, aa = result.rounds, result.aa
         if rounds:
             widths = [w for w in rounds.widths.values() if w is not None]

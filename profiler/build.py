@@ -36,7 +36,7 @@ from profiler.runner.process import (
     run_study,
 )
 from profiler.storage import point_latest, read_json, replace, write_json
-from profiler.studies import STUDIES, read_result
+from profiler.studies import STUDIES
 from profiler.studies.serving import grid_of
 
 INCOMPLETE = ".incomplete"  # data/runs/.incomplete/<id>: runs still being measured, or stopped
@@ -350,5 +350,6 @@ def summarize_run(run_dir: Path, studies: list[str], profiles_s: float = 0.0,
         "scalene": {name: r["scalene"]["status"] for name, r in results.items()},
         "seconds": {**{name: r.get("wall_s") for name, r in results.items()},
                     "profiles": profiles_s},
-        **derive({name: read_result(run, name) for name in results}, settings),
+        **derive({name: STUDIES[name].read_from(run, r) for name, r in results.items()},
+                 settings),
     }

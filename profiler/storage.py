@@ -43,7 +43,7 @@ class Record:
     def to_dict(self) -> dict[str, Any]:
         """Return the record as plain JSON-ready data (nested records as dicts, tuples as lists:
         what reading its JSON gives)."""
-        return _plain(dataclasses.asdict(self))  # type: ignore[call-overload]
+        return plain(dataclasses.asdict(self))  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
@@ -57,14 +57,15 @@ class Record:
         try:
             return _adapter(cls).validate_python(data)  # type: ignore[arg-type]
         except ValidationError as exc:
-            raise ProfilerError(mismatch(exc, "the record")) from None
+            raise ProfilerError(mismatch(exc)) from None
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """Data as its JSON reads back: tuples become lists, in dicts and lists at any depth."""
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
+        return [plain(item) for item in value]
     return value
 
 
@@ -75,11 +76,11 @@ def _adapter(cls: type) -> Any:
     return TypeAdapter(cls)
 
 
-def mismatch(exc: Any, whole: str) -> str:
-    """A pydantic ValidationError as one line: where the first wrong field is (`whole` when it
-    is the data as a whole) and what is wrong; never the value, which may be anything."""
+def mismatch(exc: Any) -> str:
+    """A pydantic ValidationError as one line: where the first wrong field is and what is
+    wrong; never the value, which may be anything."""
     first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or whole
+    where = ".".join(str(part) for part in first["loc"]) or "the record"
     return f"{where}: {str(first['msg']).removeprefix('Value error, ')}"
 
 

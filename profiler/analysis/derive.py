@@ -21,7 +21,7 @@ DERIVED = ("studies", "memory_budget_mb", "targets", "bottlenecks", "context",
 
 def derive(results: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     """Headlines, targets, bottlenecks, context and recommendations of one run's typed results
-    (each study's RESULT, as `profiler.studies.read_result` reads it)."""
+    (each study's RESULT, as `Study.read_from` reads it)."""
     budget = float(settings.get("memory_budget_mb", DEFAULT_MEMORY_BUDGET_MB))
     headlines = {name: STUDIES[name].headline(result) for name, result in results.items()}
     optimizations, batch = results.get("optimizations"), results.get("batch_size")

@@ -149,7 +149,7 @@ def checked_record(data: Any) -> dict[str, Any]:
     try:
         return RunRecord.model_validate(data).model_dump(exclude_unset=True)
     except ValidationError as exc:
-        raise Rejected(mismatch(exc, "the record")) from None
+        raise Rejected(mismatch(exc)) from None
 
 
 def checked_records(runs: Any) -> tuple[list[dict[str, Any]], list[str]]:

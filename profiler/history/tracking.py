@@ -33,7 +33,7 @@ from profiler.history.store import (
 from profiler.measure.metrics import Metric, bounded
 from profiler.measure.validity import rechecked
 from profiler.rundir import CALIBRATION, COMPARISON, CONFIG, CONFIRMED, RunDir
-from profiler.studies import STUDIES, read_result
+from profiler.studies import STUDIES
 
 SUSPECT = ("REGRESSED", "INCONCLUSIVE")
 
@@ -66,7 +66,7 @@ def run_metrics(run_dir: Path, studies: list[str]) -> list[Metric]:
     run = RunDir(run_dir)
     for name in studies:
         if run.has_study(name):
-            found += STUDIES[name].metrics(read_result(run, name))
+            found += STUDIES[name].metrics(STUDIES[name].read_from(run))
     return found
 
 

@@ -161,16 +161,15 @@ def memory_charts(result: MemoryResult) -> list[tuple[str, Any]]:
 
 def memory_levels_chart(points: list[MemoryPoint]) -> Any:
     """Grouped lines: RSS before the model loads, after it loads, and the encode peak."""
-    steps = (("before load", lambda p: p.rss_before_load_mb),
-             ("after load", lambda p: p.rss_after_load_mb),
-             ("peak while encoding", lambda p: p.peak_rss_mb))
-    rows = [{"batch_size": p.batch_size, "step": label, "order": i, "mb": value(p)}
-            for p in points for i, (label, value) in enumerate(steps)]
+    steps = (("rss_before_load_mb", "before load"), ("rss_after_load_mb", "after load"),
+             ("peak_rss_mb", "peak while encoding"))
+    rows = [{"batch_size": p.batch_size, "step": label, "order": i, "mb": getattr(p, key)}
+            for p in points for i, (key, label) in enumerate(steps)]
     chart = alt.Chart(alt.Data(values=rows)).mark_line(point=True).encode(
         x=alt.X("batch_size:Q", scale=alt.Scale(type="log", base=2), title="Batch size",
                 axis=alt.Axis(values=[p.batch_size for p in points])),
         y=alt.Y("mb:Q", title="Resident memory (MB)", scale=alt.Scale(zero=False)),
-        color=alt.Color("step:N", sort=[label for label, _ in steps], title="When"),
+        color=alt.Color("step:N", sort=[label for _, label in steps], title="When"),
         tooltip=["batch_size:Q", "step:N", alt.Tooltip("mb:Q", format=",.1f")])
     return _sized(chart)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 from typing import TYPE_CHECKING, Any
+
+from profiler.storage import plain
 
 if TYPE_CHECKING:
     from profiler.studies.serving import ServingResult
@@ -43,7 +44,8 @@ def serving_rows(result: ServingResult) -> list[dict[str, Any]]:
 
 
 def _plain(row: Any) -> dict[str, Any]:
-    return json.loads(json.dumps(dataclasses.asdict(row)))  # as its JSON reads
+    found: dict[str, Any] = plain(dataclasses.asdict(row))  # as its JSON reads back
+    return found
 
 
 def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:

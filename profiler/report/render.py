@@ -27,7 +27,7 @@ from profiler.report.trends import (
 from profiler.rundir import COMPARISON, CONFIG, SUMMARY, SYSTEM, RunDir
 from profiler.safety import code, finalize, host_details, markdown, redact, text
 from profiler.storage import write_bytes, write_text
-from profiler.studies import STUDIES, read_result
+from profiler.studies import STUDIES
 from profiler.workloads import DESCRIPTIONS
 
 SUMMARY_FIELDS = ("run_id", "studies", "model", "device", "corpus", "workload", "scalene",
@@ -101,7 +101,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     summary = run.read(SUMMARY, *SUMMARY_FIELDS)
     studies = {name: run.read_study(name, "result", "model", "scalene")
                for name in summary["studies"]}
-    results = {name: read_result(run, name) for name in studies}
+    results = {name: STUDIES[name].read_from(run, study) for name, study in studies.items()}
     config = run.read(CONFIG, "settings")
     for name, study in studies.items():  # templates read the JSON form, checked and filled in
         study["result"] = results[name].to_dict()

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from profiler.config import STUDY_NAMES
-from profiler.errors import ProfilerError
-from profiler.rundir import RunDir
 from profiler.studies.base import Study
 from profiler.studies.batch_size import BatchSizeStudy
 from profiler.studies.leak import LeakStudy
@@ -21,13 +17,3 @@ STUDIES: dict[str, type[Study]] = {
                                         StagesStudy, OptimizationsStudy, ServingStudy)}
 assert tuple(STUDIES) == STUDY_NAMES, "config.STUDY_NAMES must list the registry's studies"
 
-
-def read_result(run: RunDir, name: str, partial: bool = False) -> Any:
-    """A study's typed result from a run folder (`STUDIES[name].RESULT`); ProfilerError names
-    the file and the first field that does not fit."""
-    data = run.read_study(name, "result", partial=partial)["result"]
-    try:
-        return STUDIES[name].read(data)
-    except ProfilerError as exc:
-        raise ProfilerError(f"{run.study_path(name, partial)} does not hold a {name} result: "
-                            f"{exc}") from None

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from profiler.config import Settings
+from profiler.errors import ProfilerError
 from profiler.measure.metrics import Metric
 from profiler.model import ModelInfo
+from profiler.rundir import RunDir
 from profiler.runner.probes import Probe
 from profiler.storage import Record
 
@@ -122,6 +124,18 @@ class Study(ABC):
     def read(cls, data: dict[str, Any]) -> Any:
         """The study's result from its JSON; ProfilerError names a field that does not fit."""
         return cls.RESULT.from_dict(data)
+
+    @classmethod
+    def read_from(cls, run: RunDir, study: dict[str, Any] | None = None,
+                  partial: bool = False) -> Any:
+        """The study's result in a run folder (from `study`, its file as already read, when
+        given); ProfilerError names the file and the first field that does not fit."""
+        found = run.read_study(cls.NAME, "result", partial=partial) if study is None else study
+        try:
+            return cls.read(found["result"])
+        except ProfilerError as exc:
+            raise ProfilerError(f"{run.study_path(cls.NAME, partial)} does not hold a "
+                                f"{cls.NAME} result: {exc}") from None
 
     @staticmethod
     @abstractmethod

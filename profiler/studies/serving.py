@@ -478,8 +478,7 @@ def best_variant(ctx: StudyContext) -> Any:
     done = [p for p in (False, True) if run.study_path("optimizations", p).is_file()]
     if not done:
         return None
-    data = run.read_study("optimizations", "result", partial=done[0])["result"]
-    best = best_configuration(OptimizationsStudy.read(data))
+    best = best_configuration(OptimizationsStudy.read_from(run, partial=done[0]))
     if not best or best["name"].startswith("fp32") or not best["beats_plain"]:
         return None
     import torch
