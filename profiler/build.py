@@ -331,6 +331,19 @@ def _config_payload(plan: Plan, run_id: str) -> dict[str, Any]:
     }
 
 
+def seconds_of(results: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """Each study's own seconds; studies that shared a process (--quick) add its start once."""
+    seconds: dict[str, float | None] = {}
+    for name, result in results.items():
+        shared, process = result.get("process_shared_with"), result.get("process_s") or {}
+        if shared and "study" in process:
+            seconds.setdefault("process start and model load",
+                               process.get("startup", 0.0) + process.get("load", 0.0))
+        seconds[name] = process["study"] if shared and "study" in process else result.get(
+            "wall_s")
+    return seconds
+
+
 def summarize_run(run_dir: Path, studies: list[str], profiles_s: float = 0.0,
                   missing: dict[str, str] | None = None) -> dict[str, Any]:
     """summary.json's payload: what the run is, how it went, and `derive`'s analysis.
@@ -348,8 +361,7 @@ def summarize_run(run_dir: Path, studies: list[str], profiles_s: float = 0.0,
         "device": config["device"], "corpus": config["corpus"],
         "workload": settings.get("workload", "bulk"),
         "scalene": {name: r["scalene"]["status"] for name, r in results.items()},
-        "seconds": {**{name: r.get("wall_s") for name, r in results.items()},
-                    "profiles": profiles_s},
+        "seconds": {**seconds_of(results), "profiles": profiles_s},
         **derive({name: STUDIES[name].read_from(run, r) for name, r in results.items()},
                  settings),
     }

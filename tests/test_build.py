@@ -357,3 +357,18 @@ def test_serving_page_shows_every_capacity_and_the_fleet(bulk_build: Path) -> No
     capacity = metrics["capacity_rps_p95_100ms"]  # the target in its name: only like is judged
     assert capacity["direction"] == "higher"
     assert capacity["samples"] == [summary["studies"]["serving"]["capacity_rps"]]
+
+
+def test_seconds_are_each_studys_own_when_a_quick_build_shared_one_process() -> None:
+    from profiler.build import seconds_of
+
+    shared = {"startup": 7.0, "load": 11.0}
+    quick = {"batch_size": {"wall_s": 200.0, "process_shared_with": ["leak"],
+                            "process_s": {**shared, "study": 27.0}},
+             "leak": {"wall_s": 200.0, "process_shared_with": ["batch_size"],
+                      "process_s": {**shared, "study": 9.0}}}
+    assert seconds_of(quick) == {"process start and model load": 18.0, "batch_size": 27.0,
+                                 "leak": 9.0}
+    full = {"batch_size": {"wall_s": 60.0, "process_shared_with": [],
+                           "process_s": {**shared, "study": 40.0}}}
+    assert seconds_of(full) == {"batch_size": 60.0}  # its own process: the whole of it
