@@ -162,27 +162,33 @@ def test_quick_build_on_the_real_model(project: Path, vega_bundle: Path) -> None
     assert fp32["name"] == "fp32" and len(fp32["settings"]) == 1  # --quick: one setting
     capacity = fp32["settings"][0]["capacity"]
     failed = capacity["failed_rps"]  # None: the budget ended the search before a rate failed
-    assert capacity["rate_rps"] > 0
-    assert (failed is not None and failed > capacity["rate_rps"]) or capacity["ended"] == "budget"
     passed = [r for r in capacity["runs"] if r["verdict"] == "pass"]
-    assert passed and all(r["requests"] >= 90 and r["latency_ms"]["slo"] <= 500 for r in passed)
-    assert capacity["rate_rps"] in {r["rate_rps"] for r in passed}  # a rate that passed ...
-    at_capacity = [r["verdict"] for r in capacity["runs"] if r["rate_rps"] == capacity["rate_rps"]]
-    assert not capacity["confirmed"] or at_capacity[-2:] == ["pass", "pass"]  # ... and again
+    assert all(r["requests"] >= 90 and r["latency_ms"]["slo"] <= 500 for r in passed)
+    found = capacity["rate_rps"] > 0  # a machine this busy (the suite's other tests beside it)
+    if found:  # may miss p95 <= 500 ms even at the slowest rate searched: said, not hidden
+        assert (failed is not None and failed > capacity["rate_rps"]) or \
+            capacity["ended"] == "budget"
+        assert capacity["rate_rps"] in {r["rate_rps"] for r in passed}  # a rate that passed ...
+        at_capacity = [r["verdict"] for r in capacity["runs"]
+                       if r["rate_rps"] == capacity["rate_rps"]]
+        assert not capacity["confirmed"] or at_capacity[-2:] == ["pass", "pass"]  # ... and again
+    else:
+        assert not passed and failed and capacity["runs"] and not capacity["confirmed"]
     for point in serving["curves"][0]["points"]:  # latency against load: every field there
         assert set(point) >= {"latency_ms", "queue_ms_mean", "compute_ms_mean", "busy_share",
                               "batch_texts", "padding_share", "dropped", "verdict"}
     model = serving["service_model"]
     assert model["batches"] > 0 and model["fixed_s"] + model["per_token_s"] > 0
     prediction = serving["prediction"]
-    assert prediction["predicted_rps"] > 0 and prediction["error"] is not None
+    assert not found or (prediction["predicted_rps"] > 0 and prediction["error"] is not None)
     assert {f["balance"] for f in serving["fleet"]} == {"random", "jsq"}
     serving_headline = summary["studies"]["serving"]
     assert serving_headline["capacity_rps"] == capacity["rate_rps"]
     if best_configuration["name"] == "bf16" and best_configuration["beats_plain"]:
         assert serving["configs"][1]["name"] == "bf16"  # the best change, served
     page = (project / "docs" / "report" / "serving.md").read_text(encoding="utf-8")
-    assert f"{capacity['rate_rps']:,.1f} requests/s at p95 ≤ 500 ms" in page
+    assert (f"{capacity['rate_rps']:,.1f} requests/s at p95 ≤ 500 ms" if found
+            else f"no rate down to {failed:,.1f} requests/s") in page
     if prediction["measured_failed_rps"]:  # the simulation is judged against that bracket
         assert (f"between {prediction['measured_rps']:,.1f} and "
                 f"{prediction['measured_failed_rps']:,.1f}") in page
