@@ -335,12 +335,14 @@ def seconds_of(results: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     """Each study's own seconds; studies that shared a process (--quick) add its start once."""
     seconds: dict[str, float | None] = {}
     for name, result in results.items():
-        shared, process = result.get("process_shared_with"), result.get("process_s") or {}
-        if shared and "study" in process:
-            seconds.setdefault("process start and model load",
-                               process.get("startup", 0.0) + process.get("load", 0.0))
-        seconds[name] = process["study"] if shared and "study" in process else result.get(
-            "wall_s")
+        process = result.get("process_s") or {}
+        own = process.get("study") if result.get("process_shared_with") else None
+        if own is None:  # its own process: the whole of it
+            seconds[name] = result.get("wall_s")
+            continue
+        seconds.setdefault("process start and model load",
+                           process.get("startup", 0.0) + process.get("load", 0.0))
+        seconds[name] = own
     return seconds
 
 
