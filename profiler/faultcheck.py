@@ -65,7 +65,7 @@ PHASES: list[tuple[str, tuple[str, ...], Trigger, float]] = [
     ("leak check", QUICK, after_line("Leak check"), 0.5),
     ("stage breakdown", QUICK, after_line("Stage breakdown"), 0.5),
     ("optimizations", QUICK, after_line("Optimizations"), 3.0),
-    ("serving runs (worker thread)", QUICK, after_line("Serving capacity"), 2.0),
+    ("serving runs", QUICK, after_line("Serving capacity"), 2.0),
     ("profile reduction", QUICK, after_line("Scalene profiles"), 0.3),
     ("site build", QUICK, while_running("mkdocs"), 0.3),
 ]

@@ -137,6 +137,7 @@ def test_render_rebuilds_pages_without_measuring(bulk_build: Path, tmp_path: Pat
     curve = study["result"]["curves"][0]
     assert curve["left_out_rps"] == [] and curve["budget_s"] == 30.0
     curve["left_out_rps"] = [2.5, 5.0]
+    del study["result"]["thread_cost"]["idle_share"]  # a run from before it was recorded
     serving.write_text(json.dumps(study))
     done = run_cli("render", cwd=tiny_project)
     assert done.returncode == 0, done.stderr
@@ -145,6 +146,10 @@ def test_render_rebuilds_pages_without_measuring(bulk_build: Path, tmp_path: Pat
     page = read_page(tiny_project / "site" / "report" / "serving" / "index.html")
     assert (f"{curve['label']}: left out at 2.5, 5.0 requests/s, whose runs would have ended "
             "past the curve's 30 s time budget") in " ".join(page.text.split())
+    threads = study["result"]["thread_cost"]  # said as that run measured it: back to back
+    assert (f"median {fmt(threads['main_ms'])} ms on the main thread and "
+            f"{fmt(threads['worker_ms'])} ms on a worker thread") in " ".join(page.text.split())
+    assert "a worker thread that owns the model forms batches" in " ".join(page.text.split())
 
 
 # the admonition at the top of each page: the workload its figures were measured on, which for
@@ -339,11 +344,13 @@ def test_serving_page_shows_every_capacity_and_the_fleet(bulk_build: Path) -> No
         assert fleet[name][next(k for k in fleet[name] if k.startswith("Replicas"))] == (
             str(plan["replicas"]) if plan["replicas"] else "none found")
     assert len(page.specs) == 5  # capacity, latency against load, queue/compute, simulated, fleet
-    threads = result["thread_cost"]  # the worker thread the study serves from, against main
+    threads = result["thread_cost"]  # a second thread against the one the study serves from
     assert threads["rounds"] == 8 and min(threads["main_ms"], threads["worker_ms"]) > 0
-    assert (f"median {fmt(threads['main_ms'])} ms on the main thread and "
-            f"{fmt(threads['worker_ms'])} ms on a worker thread") in " ".join(page.text.split())
-    assert f"ran at {fmt(threads['worker_speed'], 2)}× the main thread's speed" in page.text
+    assert threads["idle_share"] == 0.5
+    assert (f"{fmt(threads['main_ms'])} ms on the model's own thread and "
+            f"{fmt(threads['worker_ms'])} ms on a second thread") in " ".join(page.text.split())
+    assert f"the second thread ran at {fmt(threads['worker_speed'], 2)}× the speed" in " ".join(
+        page.text.split())
 
     summary = json.loads((run_dir / "summary.json").read_text())
     home = read_page(bulk_build / "site" / "index.html")

@@ -536,27 +536,34 @@ def test_replicas_for_ten_times_one_replicas_capacity() -> None:
 
 @pytest.mark.parametrize(("main_s", "worker_s", "slower"), [(0.001, 0.002, True),
                                                             (0.002, 0.001, False)])
-def test_the_thread_check_measures_the_worker_against_the_main_thread(
+def test_the_thread_check_measures_a_second_thread_against_the_models_own(
         main_s: float, worker_s: float, slower: bool) -> None:
+    import itertools
     import threading
     import time
 
-    from profiler.studies.serving import thread_cost
+    from profiler.studies.serving import THREAD_IDLE, thread_cost
 
-    calls: list[str] = []
+    calls: list[tuple[str, float, float]] = []
 
     def encode(texts: list[str], batch_size: int) -> None:  # slower off one thread
         on_main = threading.current_thread() is threading.main_thread()
-        calls.append("main" if on_main else "worker")
+        started = time.perf_counter()
         time.sleep(main_s if on_main else worker_s)
+        calls.append(("main" if on_main else "worker", started, time.perf_counter()))
 
     found = thread_cost(encode, ["a", "b", "c"], rounds=6, calls=3)
-    assert calls.count("main") == calls.count("worker") == 3 * 7  # a warm-up round each
-    assert (found.rounds, found.calls) == (6, 3)
+    threads = [thread for thread, _, _ in calls]
+    assert threads.count("main") == threads.count("worker") == 3 * 7  # a warm-up round each
+    assert (found.rounds, found.calls, found.idle_share) == (6, 3, THREAD_IDLE)
     assert (found.worker_ms > found.main_ms) is slower
     low, high = found.ci95
     assert (high < 1) if slower else (low > 1)
     assert 0.3 < found.worker_speed * (worker_s / main_s) < 3
+    # idle between a thread's calls, as a server at half load: as long as the call before
+    for (thread, start, end), (following, next_start, _) in itertools.pairwise(calls):
+        if thread == following:
+            assert next_start - end >= 0.9 * (end - start) * THREAD_IDLE / (1 - THREAD_IDLE)
 
 
 def ten_seconds_a_run(rule: Callable[[float, int], str],

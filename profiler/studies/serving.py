@@ -1,7 +1,7 @@
 """Serving study: the request rate one replica sustains within a latency target, per batcher.
 
 Requests arrive open-loop (a seeded Poisson schedule computed before each run) and are served
-by a worker thread that owns the model, batched by each batcher setting on the grid; latency
+on the thread that loaded and warmed the model, batched by each batcher setting on the grid; latency
 counts from the scheduled arrival. For each setting the capacity at the target is searched as
 MLPerf LoadGen searches it (profiler/serving/capacity.py). The best setting of each batcher is
 then run from light load to past capacity. A service-time model fitted to every batch served
@@ -11,7 +11,6 @@ drives a simulation that is checked against the measured capacity before it size
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -50,6 +49,7 @@ NEAR = 0.15  # ... where the search ran no rate this near
 CALIBRATION_REPEATS = 3
 PROFILED_REQUESTS = 10  # at least, in the run Scalene profiles
 THREAD_ROUNDS, THREAD_CALLS = 8, 6  # the thread check: interleaved rounds of single-text calls
+THREAD_IDLE = 0.5  # ... each followed by idle time: this share of the thread's time
 Setting = tuple[str, dict[str, Any]]  # a batcher's kind and its parameters
 
 
@@ -88,32 +88,16 @@ class Bench:
     seed: int = 0
 
     def run(self, kind: str, params: dict[str, Any], rate: float, count: int,
-            give_up: bool = True, inline: bool = False) -> Trial:
-        """Serve `count` requests arriving at `rate` in a worker thread that owns the model
-        (`inline`: in this thread, for Scalene, which credits a waiting main thread's samples to
-        whichever other thread is in Python, such as the build watcher's sleep)."""
+            give_up: bool = True) -> Trial:
+        """Serve `count` requests arriving at `rate` on this thread: the one that loaded and
+        warmed the model, as a server with one inference thread runs it (torch on a second
+        thread, idle between requests, runs slower: `thread_cost` measures by how much)."""
         self.seed += 1
         requests = poisson_schedule(rate, count, self.tokens, self.serving.request_texts,
                                     self.seed)
-        out: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                out["done"] = serve(requests, make(kind, params), self.compute, self.slo, rate,
-                                    queue_limit=self.serving.queue_limit,
-                                    text_tokens=self.tokens.__getitem__, give_up=give_up)
-            except BaseException as exc:
-                out["error"] = exc
-
-        if inline:
-            work()
-        else:
-            worker = threading.Thread(target=work, name="serving-worker", daemon=True)
-            worker.start()
-            worker.join()
-        if "error" in out:
-            raise out["error"]
-        trial, log = out["done"]
+        trial, log = serve(requests, make(kind, params), self.compute, self.slo, rate,
+                           queue_limit=self.serving.queue_limit,
+                           text_tokens=self.tokens.__getitem__, give_up=give_up)
         self.batches.extend(log.batches)
         return trial
 
@@ -198,7 +182,8 @@ class Prediction:
 
 @dataclass(frozen=True)
 class ThreadCost:
-    """One text per call on the main thread against a worker thread, in interleaved rounds."""
+    """One text per call on the model's own thread against a second thread, in interleaved
+    rounds, each call followed by idle time (`main_ms`: the model's own thread)."""
 
     rounds: int
     calls: int
@@ -206,6 +191,7 @@ class ThreadCost:
     worker_ms: float
     worker_speed: float  # worker calls/s over main calls/s
     ci95: tuple[float, float]
+    idle_share: float = 0.0  # of each thread's time, idle after its calls (0: back to back)
 
 
 @dataclass(frozen=True)
@@ -259,7 +245,7 @@ class ServingStudy(Study):
                               THREAD_ROUNDS // 2 if quick else THREAD_ROUNDS)
         rate, measured = max(searched[best].rate_rps, fp32.floor_rps), list(fp32.batches)
         with ctx.profiling.on():  # Scalene's view of serving: min_run_s more at capacity,
-            fp32.run(*grid[best], rate, profiled_requests(rate, run_s), inline=True)  # not fitted
+            fp32.run(*grid[best], rate, profiled_requests(rate, run_s))  # not fitted
         service = ServiceModel.fit(measured)
         configs = [config_entry(fp32, grid, searched, best)]
         alternative = best_variant(ctx)
@@ -318,23 +304,30 @@ def profiled_requests(rate: float, run_s: float) -> int:
 
 def thread_cost(encode: Encode, texts: list[str], rounds: int,
                 calls: int = THREAD_CALLS) -> ThreadCost:
-    """One text per call on this (main) thread against a worker thread, in interleaved rounds.
+    """One text per call on this thread against a second one, in interleaved rounds.
 
-    The study serves from a worker thread, as a server whose framework owns the main thread
-    does; torch may run each call slower off the main thread, so the page says by how much.
+    The study serves on the thread that loaded and warmed the model. A server that warms it on
+    one thread and serves from another (a framework's thread pool) can run slower: with torch's
+    OpenMP, each calling thread gets its own team of threads, and on a machine with few cores
+    the two teams slow each other after idle gaps. So each call is followed by as long idle
+    (a server at half load), and only the calls are timed.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from profiler.measure.rounds import paired_ratio
 
-    emit("config", label="main thread against a worker thread", index=0, total=1)
+    emit("config", label="the model's own thread against a second thread", index=0, total=1)
     chosen = [texts[(i * 7919) % len(texts)] for i in range(calls)]
 
     def timed() -> float:
-        started = time.perf_counter()
+        busy = 0.0
         for text in chosen:
+            started = time.perf_counter()
             encode([text], 1)
-        return calls / (time.perf_counter() - started)
+            took = time.perf_counter() - started
+            busy += took
+            time.sleep(took * THREAD_IDLE / (1 - THREAD_IDLE))
+        return calls / busy
 
     main, worker = [], []
     with ThreadPoolExecutor(1, thread_name_prefix="profiler-serving") as pool:
@@ -347,12 +340,12 @@ def thread_cost(encode: Encode, texts: list[str], rounds: int,
             worker.append(pool.submit(timed).result())
             if not first_main:
                 main.append(timed())
-    ratio = paired_ratio(main, worker)  # worker calls/s over main calls/s
-    emit("done", label="main thread against a worker thread",
-         summary=f"worker thread {ratio.estimate:.2f}× the main thread's speed")
+    ratio = paired_ratio(main, worker)  # second thread's calls/s over the model's thread's
+    emit("done", label="the model's own thread against a second thread",
+         summary=f"a second thread {ratio.estimate:.2f}× the speed")
     return ThreadCost(rounds=rounds, calls=calls, main_ms=1000 / float(np.median(main)),
                       worker_ms=1000 / float(np.median(worker)), worker_speed=ratio.estimate,
-                      ci95=ratio.ci95)
+                      ci95=ratio.ci95, idle_share=THREAD_IDLE)
 
 
 def _computer(ctx: StudyContext, encode: Encode) -> Callable[[Batch], Any]:
