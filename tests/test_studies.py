@@ -220,3 +220,17 @@ def test_a_length_whose_pass_is_too_short_gets_whole_batches_more() -> None:
     assert stretch(runner, rate=1000.0, corpus=CORPUS * 20, min_time_s=0.1)  # 8 ms: 12.5x more
     assert len(runner.texts) == 4 * math.ceil(2 * 0.1 / 0.008)
     assert all(len(t) <= 50 for t in runner.texts)
+
+
+@pytest.mark.parametrize("under_scalene", [False, True])
+def test_a_profile_only_block_runs_only_under_scalene(under_scalene: bool,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from scalene import scalene_profiler
+
+    from profiler.studies.base import Profiling
+
+    events: list[str] = []  # Scalene's switches are the boundary: record them, start nothing
+    monkeypatch.setattr(scalene_profiler, "start", lambda: events.append("start"))
+    monkeypatch.setattr(scalene_profiler, "stop", lambda: events.append("stop"))
+    Profiling(under_scalene=under_scalene).view(lambda: events.append("work"))
+    assert events == (["start", "work", "stop"] if under_scalene else [])

@@ -71,6 +71,13 @@ class Profiling:
         finally:
             scalene_profiler.stop()
 
+    def view(self, work: Callable[[], object]) -> None:
+        """Run `work` with Scalene profiling on, for its profile alone (it measures nothing the
+        study reports); not under Scalene, skip it."""
+        if self.under_scalene:
+            with self.on():
+                work()
+
 
 @dataclass
 class StudyContext:

@@ -68,9 +68,8 @@ class LeakStudy(Study):
                 emit("repeat", count=n + 1, value=f"{rss[-1]:,.1f} MB")
             verdict = judge(rss, ctx.settings.leak_threshold_mb)
             emit("done", label="leak check", summary="LEAK" if verdict.leak else "no leak")
-            with ctx.profiling.on():  # Scalene's own leak detector watches these
-                for _ in range(max(3, timing.leak_warmup)):
-                    iterate(ctx, texts, size)
+            ctx.profiling.view(lambda: [iterate(ctx, texts, size)  # Scalene's leak detector
+                                        for _ in range(max(3, timing.leak_warmup))])
         return LeakResult(texts_per_iteration=len(texts), batch_size=size, warmup_rss_mb=warmup,
                           rss_mb=rss, leak=verdict.leak, steady_from=verdict.steady_from,
                           fit=verdict.fit,

@@ -92,8 +92,8 @@ class MemoryStudy(Study):
         if not points:
             raise RuntimeError(f"no batch size finished: {failed[0].reason}")
         largest = max(p.batch_size for p in points)  # the biggest batch that fits
-        with ctx.profiling.on():  # Scalene's memory view of the biggest batch's encode
-            ctx.model.encode(workload(ctx, largest), batch_size=largest)
+        # Scalene's memory view of the biggest batch's encode
+        ctx.profiling.view(lambda: ctx.model.encode(workload(ctx, largest), batch_size=largest))
         return MemoryResult(points=points, failed=failed, limit_mb=ctx.settings.memory_limit_mb,
                             fit=fit_peak(points) if len(points) > 1 else None)
 

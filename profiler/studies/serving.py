@@ -244,8 +244,8 @@ class ServingStudy(Study):
         threads = thread_cost(model_encode(ctx.model), ctx.texts,
                               THREAD_ROUNDS // 2 if quick else THREAD_ROUNDS)
         rate, measured = max(searched[best].rate_rps, fp32.floor_rps), list(fp32.batches)
-        with ctx.profiling.on():  # Scalene's view of serving: min_run_s more at capacity,
-            fp32.run(*grid[best], rate, profiled_requests(rate, run_s))  # not fitted
+        # Scalene's view of serving: min_run_s more at capacity, not fitted
+        ctx.profiling.view(lambda: fp32.run(*grid[best], rate, profiled_requests(rate, run_s)))
         service = ServiceModel.fit(measured)
         configs = [config_entry(fp32, grid, searched, best)]
         alternative = best_variant(ctx)

@@ -86,8 +86,8 @@ class StagesStudy(Study):
                               lambda size: measure_stages(ctx, size),
                               lambda p: f"forward {100 * p.stage_share['forward']:.0f}%")
         size = max(sizes)
-        with ctx.profiling.on():  # Scalene's view of each stage at the largest batch size
-            encode_in_stages(ctx, ctx.cycled(size))
+        # Scalene's view of each stage at the largest batch size
+        ctx.profiling.view(lambda: encode_in_stages(ctx, ctx.cycled(size)))
         return StagesResult(stages=list(STAGES), points=points)
 
     @staticmethod
