@@ -440,8 +440,19 @@ def test_a_server_that_always_fails_has_no_capacity() -> None:
     assert len(capacity.runs) >= 3
     assert all(trial.verdict == "fail" for trial in capacity.runs)
     rates = [trial.rate_rps for trial in capacity.runs]
-    assert rates == [100.0 / 2**k for k in range(len(rates))]  # it halved, from the start
+    halved = [100.0 / 2**k for k in range(len(rates) - 1)]  # it halved, from the start, ...
+    assert rates == [*halved, search.floor_rps]  # ... and ran the slowest rate last
+    assert halved[-1] / 2 < search.floor_rps < halved[-1]
     assert capacity.failed_rps == rates[-1]  # the lowest rate that failed: one that was run
+
+
+def test_a_capacity_between_the_slowest_rate_and_half_a_failing_one_is_found() -> None:
+    search = Search(scripted(lambda rate, nth: "pass" if rate <= 7.0 else "fail"), 1.0, 4.0, 95)
+    assert 5.0 < search.floor_rps < 6.0  # 90 requests over 4 x 4 s
+    capacity = find_capacity(search, 11.0, 0.1)  # 11 fails and 5.5 would be below the floor
+    assert [t.rate_rps for t in capacity.runs][:2] == [11.0, search.floor_rps]
+    assert search.floor_rps <= capacity.rate_rps <= 7.0
+    assert capacity.failed_rps is not None and capacity.failed_rps > 7.0
 
 
 def scripted(rule: Callable[[float, int], str]) -> Callable[[float, int], Trial]:

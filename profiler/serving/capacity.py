@@ -129,8 +129,10 @@ def find_capacity(search: Search, start_rps: float, resolution: float,
     low, high = max(start_rps, search.floor_rps), None
     while not passes(low, bounded=False):
         high, low = low, low / 2
-        if low < search.floor_rps:  # none passed: the capacity is below the slowest rate
-            return Capacity(0.0, False, high, resolution, tuple(runs))
+        if low < search.floor_rps:  # halving goes below the slowest rate: run that rate last
+            if high / search.floor_rps - 1 <= resolution:  # none passed: the capacity is
+                return Capacity(0.0, False, high, resolution, tuple(runs))  # below it
+            low = search.floor_rps
     for _ in range(MAX_DOUBLINGS):
         if high is not None or spent(2 * low):
             break
