@@ -377,4 +377,4 @@ QUICK_TIMING = Timing(warmup_repeats=1, min_time_s=0.3, min_repeats=2, max_repea
                       leak_warmup=1, leak_texts=32, quality_texts=100, calibration_texts=100,
                       workload_repeats=3,
                       query_texts=100, search_texts=64, round_texts=48, precision=0.06,
-                      budget_s=12.0, max_rounds=60)
+                      budget_s=8.0, max_rounds=60)

@@ -235,6 +235,14 @@ class Share:
         scale = padded(self.schedule, self.tokens) / padded(share, self.tokens)
         return len(self.texts) / (sum(seconds) * scale)
 
+    def fit(self, rate: float, seconds: float) -> None:
+        """Size each round's share to take about `seconds` at `rate` (its warm-up's texts/s).
+
+        Contenders of different speeds then take about the same time a round, so the minimum
+        rounds fit the budget; a share still holds whole batches, at least one.
+        """
+        self.round_texts = max(1, round(seconds * rate))
+
 
 def timed_encode(encode: Encode, texts: list[str], batch_size: int, device: str) -> float:
     """Seconds of one encode call, device work included."""

@@ -15,6 +15,7 @@ from conftest import SHARED, copy_build
 from helpers import fmt, read_page, run_cli, run_profiler, table_by_header
 
 from profiler.analysis.hotspots import is_active
+from profiler.config import Timing
 from profiler.storage import SCHEMA_VERSION
 from profiler.studies import STUDIES
 
@@ -103,6 +104,11 @@ def test_pages_show_the_numbers_in_the_json(bulk_build: Path) -> None:
         assert row["p95 (ms)"] == fmt(point["call_latency_ms"]["p95"])
         assert row["Real / padded tokens %"] == fmt(100 * point["padding"]["real_share"])
 
+    # each contender's share was sized to take about the same time: 2x the minimum rounds fit
+    share_s = result["rounds"]["share_s"]
+    assert share_s == pytest.approx(Timing().budget_s / (2 * 3 * (len(result["points"]) + 1)))
+    assert f"sized from each contender's warm-up to take about {fmt(share_s, 2)} s" in page.text
+
     assert len(page.specs) == 3
     plotted = {(v["workload"], v["batch_size"]): v["median"]
                for v in page.specs[0]["data"]["values"]}
@@ -139,6 +145,10 @@ def test_render_rebuilds_pages_without_measuring(bulk_build: Path, tmp_path: Pat
     curve["left_out_rps"] = [2.5, 5.0]
     del study["result"]["thread_cost"]["idle_share"]  # a run from before it was recorded
     serving.write_text(json.dumps(study))
+    sizes = serving.with_name("batch_size.json")
+    batch = json.loads(sizes.read_text())
+    del batch["result"]["rounds"]["share_s"]  # a run whose shares held about round_texts texts
+    sizes.write_text(json.dumps(batch))
     done = run_cli("render", cwd=tiny_project)
     assert done.returncode == 0, done.stderr
     assert (tiny_project / "site" / "report" / "batch-size" / "index.html").is_file()
@@ -150,6 +160,10 @@ def test_render_rebuilds_pages_without_measuring(bulk_build: Path, tmp_path: Pat
     assert (f"median {fmt(threads['main_ms'])} ms on the main thread and "
             f"{fmt(threads['worker_ms'])} ms on a worker thread") in " ".join(page.text.split())
     assert "a worker thread that owns the model forms batches" in " ".join(page.text.split())
+    page = read_page(tiny_project / "site" / "report" / "batch-size" / "index.html")
+    assert (f"the same share of the request (about {batch['result']['round_texts']} texts of "
+            "whole batches, a different share each round)") in page.text
+    assert "sized from each contender's warm-up" not in page.text
 
 
 # the admonition at the top of each page: the workload its figures were measured on, which for

@@ -419,3 +419,64 @@ def test_the_warm_up_round_is_run_but_not_recorded(bulk: bool) -> None:
     share(1)
     assert share.calls is not None and share.shares is not None
     assert len(share.calls) == 2 and len(share.shares) == 2
+
+
+# --- time-sized shares: a slow contender does not make every round long ------------------------
+
+
+class CostlyEncode:
+    """An encode that costs fake seconds: `cost` per padded token (a batch of its longest text)."""
+
+    def __init__(self, clock: list[float], tokens: Sequence[int], cost: float) -> None:
+        self.clock, self.tokens, self.cost = clock, tokens, cost
+        self.index = {f"text {i}": i for i in range(len(tokens))}
+
+    def __call__(self, texts: list[str], batch_size: int) -> Any:
+        for start in range(0, len(texts), batch_size):
+            batch = [self.index[t] for t in texts[start:start + batch_size]]
+            self.clock[0] += self.cost * len(batch) * max(self.tokens[i] for i in batch)
+
+
+@pytest.mark.parametrize("bulk", [True, False])
+def test_shares_fitted_to_their_warm_up_take_about_the_asked_seconds(
+        bulk: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr("profiler.workloads.time.perf_counter", lambda: clock[0])
+    tokens = [5 + i % 11 for i in range(240)]
+    texts = [f"text {i}" for i in range(240)]
+    shares = {cost: Share(CostlyEncode(clock, tokens, cost), texts, tokens,
+                          _schedule(240, 4), bulk, 4, "cpu", round_texts=40)
+              for cost in (0.001, 0.004)}  # one contender four times slower per token
+    for share in shares.values():
+        share.fit(share(-1), seconds=0.5)
+    fast, slow = shares[0.001].round_texts, shares[0.004].round_texts
+    assert fast == pytest.approx(4 * slow, rel=0.1)
+    for share in shares.values():
+        took = []
+        for round_ in range(6):
+            before = clock[0]
+            share(round_)
+            took.append(clock[0] - before)
+        # whole batches of 4 texts: within a batch's worth of the asked time
+        assert statistics.mean(took) == pytest.approx(0.5, rel=0.25)
+        assert all(len(batch) == 4 for picked in share.shares or [] for batch in picked)
+
+
+def test_a_share_holds_one_batch_even_when_one_batch_takes_longer_than_asked() -> None:
+    share, _ = _share(bulk=False)
+    share.fit(rate=10.0, seconds=0.01)  # 0.1 texts: less than one batch of 4
+    share(0)
+    assert share.shares is not None and len(share.shares[0]) == 1
+    assert len(share.shares[0][0]) == 4
+
+
+def test_shares_are_sized_so_twice_the_minimum_rounds_fit_the_budget() -> None:
+    precision = Precision(target=0.03, budget_s=60.0, min_rounds=5, max_rounds=200)
+    assert precision.share_s(contenders=6) == pytest.approx(60.0 / (2 * 5 * 6))
+    machine = Machine()
+    _, outcome = run_rounds(_contenders(machine, {REF: 1.0, TWIN: 1.0}), precision,
+                            _claims([(REF, TWIN)]), clock=machine.clock,
+                            share_s=precision.share_s(2))
+    assert outcome.share_s == pytest.approx(3.0)
+    assert Outcome.from_dict({k: v for k, v in outcome.to_dict().items()
+                              if k != "share_s"}).share_s is None  # a run from before

@@ -24,6 +24,7 @@ import numpy as np
 
 from profiler.storage import Record
 
+ROUNDS_PLANNED = 2  # shares are sized so this many times the minimum rounds fit the budget
 AA_SUFFIX = " (A/A)"  # the reference's twin: the no-op every comparison carries
 Rates = dict[str, list[float]]  # contender -> texts/s per round, aligned by round
 
@@ -50,6 +51,10 @@ class Precision:
     min_rounds: int = 3
     max_rounds: int = 200
 
+    def share_s(self, contenders: int) -> float:
+        """Seconds each contender's share of a round is sized to: twice the minimum rounds fit."""
+        return self.budget_s / (ROUNDS_PLANNED * self.min_rounds * max(1, contenders))
+
 
 def precision_of(timing: RoundSettings, share: float = 1.0) -> Precision:
     """The run's precision target, minimum rounds and `share` of its per-comparison budget."""
@@ -67,6 +72,7 @@ class Outcome(Record):
     target: float
     budget_s: float
     widths: dict[str, float | None]  # claim -> relative half-width (None: not computable)
+    share_s: float | None = None  # seconds a contender's share was sized to (None: by texts)
 
     @property
     def widest(self) -> float:
@@ -155,12 +161,14 @@ Claims = Callable[[Rates], dict[str, float]]
 def run_rounds(contenders: dict[str, Callable[[int], float]], precision: Precision,
                claims: Claims, seed: int = 0,
                on_round: Callable[[int, Rates, dict[str, float]], None] | None = None,
-               clock: Callable[[], float] = time.perf_counter) -> tuple[Rates, Outcome]:
+               clock: Callable[[], float] = time.perf_counter,
+               share_s: float | None = None) -> tuple[Rates, Outcome]:
     """Time every contender once per round, shuffled, until `claims` are precise or time is up.
 
     `contenders[name](round)` runs one round's share of the work and returns texts/s;
     `claims(rates)` returns the relative half-width of every figure that must meet the target.
-    A round is not started when the rounds so far say it would end past the budget.
+    A round is not started when the rounds so far say it would end past the budget. `share_s`
+    records how long the caller sized each share to take (`Precision.share_s`).
     """
     rng = random.Random(seed)
     rates: Rates = {name: [] for name in contenders}
@@ -178,18 +186,18 @@ def run_rounds(contenders: dict[str, Callable[[int], float]], precision: Precisi
         elapsed = clock() - started
         if rounds >= precision.min_rounds and all(w <= precision.target
                                                   for w in widths.values()):
-            return rates, _outcome(rounds, "precision", elapsed, precision, widths)
+            return rates, _outcome(rounds, "precision", elapsed, precision, widths, share_s)
         if rounds >= precision.max_rounds:
-            return rates, _outcome(rounds, "max_rounds", elapsed, precision, widths)
+            return rates, _outcome(rounds, "max_rounds", elapsed, precision, widths, share_s)
         if rounds >= precision.min_rounds and \
                 elapsed + elapsed / rounds > precision.budget_s:
-            return rates, _outcome(rounds, "budget", elapsed, precision, widths)
+            return rates, _outcome(rounds, "budget", elapsed, precision, widths, share_s)
 
 
 def _outcome(rounds: int, why: str, elapsed: float, precision: Precision,
-             widths: dict[str, float]) -> Outcome:
+             widths: dict[str, float], share_s: float | None) -> Outcome:
     finite = {k: (v if math.isfinite(v) else None) for k, v in widths.items()}
-    return Outcome(rounds, why, elapsed, precision.target, precision.budget_s, finite)
+    return Outcome(rounds, why, elapsed, precision.target, precision.budget_s, finite, share_s)
 
 
 @dataclass(frozen=True)

@@ -278,15 +278,19 @@ def measure_batched(ctx: StudyContext, texts: list[str], tokens: list[int],
     shares = {contender(w, size): Share(encode, texts, tokens, schedule_for(w, texts, size),
                                         w == "bulk", size, ctx.device, timing.round_texts)
               for w in workloads for size in sizes}
-    shares[reference + AA_SUFFIX] = replace(shares[reference], calls=None, shares=None)
     cuda: dict[int, dict[str, float] | None] = {}
     runners = {name: _with_cuda_peak(share, cuda, ctx.device) for name, share in shares.items()}
-    emit("config", label=f"{len(shares)} batch-size contenders, interleaved rounds",
+    emit("config", label=f"{len(shares) + 1} batch-size contenders, interleaved rounds",
          index=0, total=1)
-    for run in runners.values():
-        run(-1)  # warm every batch shape once, uncounted
-    rates, outcome = run_rounds(runners, precision_of(timing),
-                                _claims(ctx, reference, sizes, workloads), on_round=round_progress)
+    precision = precision_of(timing)
+    share_s = precision.share_s(len(shares) + 1)
+    for name, run in runners.items():  # warm every batch shape once, uncounted; size its share
+        shares[name].fit(run(-1), share_s)
+    twin = reference + AA_SUFFIX  # the reference again: the same shares, round by round
+    shares[twin] = replace(shares[reference], calls=None, shares=None)
+    runners[twin] = _with_cuda_peak(shares[twin], cuda, ctx.device)
+    rates, outcome = run_rounds(runners, precision, _claims(ctx, reference, sizes, workloads),
+                                on_round=round_progress, share_s=share_s)
     emit("done", label="batch sizes", summary=f"{outcome.rounds} rounds, {outcome.stopped_by}")
     config = model_config(ctx.model)
     points = [point(w, size, texts, tokens, shares[contender(w, size)], rates, config,
@@ -440,12 +444,14 @@ def measure_remedies(ctx: StudyContext, texts: list[str], tokens: list[int],
                           max(round_texts, size * (window or 1)), window or 1)
               for name, (_, schedule, window) in plans.items()}
     emit("config", label=f"padding remedies at batch {size}", index=0, total=1)
+    precision = precision_of(ctx.settings.timing, REMEDY_BUDGET_SHARE)
+    share_s = precision.share_s(len(shares))
     for share in shares.values():
-        share(-1)
+        share.fit(share(-1), share_s)
     rates, outcome = run_rounds(
-        dict(shares), precision_of(ctx.settings.timing, REMEDY_BUDGET_SHARE),
+        dict(shares), precision,
         lambda r: ratio_widths(r, [("stream", name) for name in shares if name != "stream"]),
-        seed=1, on_round=round_progress)
+        seed=1, on_round=round_progress, share_s=share_s)
     config = model_config(ctx.model)
     rows = [remedy(name, title, shares[name], window, rates, len(texts), size,
                    budget if name == "token_budget" else None, tokens, config, ctx)

@@ -290,17 +290,18 @@ def compare_variants(ctx: StudyContext, bench: Bench, ready: list[Prepared]
                      ) -> tuple[Rates, Outcome, dict[str, Share]]:
     """Time every prepared variant and fp32's A/A twin in interleaved rounds."""
     shares = {p.variant.name: share_of(ctx, bench, p) for p in ready}
-    contenders: dict[str, Any] = dict(shares)
-    contenders[BASELINE + AA_SUFFIX] = replace(shares[BASELINE], calls=None, shares=None)
-    emit("config", label=f"{len(contenders)} configurations, interleaved rounds", index=0,
+    emit("config", label=f"{len(shares) + 1} configurations, interleaved rounds", index=0,
          total=1)
-    for run in contenders.values():
-        run(-1)  # warm each configuration's batch shapes, uncounted
+    precision = precision_of(ctx.settings.timing, OPTIMIZATIONS_BUDGET_SHARE)
+    share_s = precision.share_s(len(shares) + 1)
+    for share in shares.values():  # warm each configuration's batch shapes, uncounted
+        share.fit(share(-1), share_s)
+    contenders: dict[str, Any] = dict(shares)  # and fp32's twin: the same shares, round by round
+    contenders[BASELINE + AA_SUFFIX] = replace(shares[BASELINE], calls=None, shares=None)
     names = [name for name in contenders if name != BASELINE]
     rates, outcome = run_rounds(
-        contenders, precision_of(ctx.settings.timing, OPTIMIZATIONS_BUDGET_SHARE),
-        lambda r: ratio_widths(r, [(BASELINE, name) for name in names]), seed=2,
-        on_round=round_progress)
+        contenders, precision, lambda r: ratio_widths(r, [(BASELINE, name) for name in names]),
+        seed=2, on_round=round_progress, share_s=share_s)
     # Scalene's view of the baseline: its warm-up share again, kept out of its timed calls
     ctx.profiling.view(lambda: shares[BASELINE](-1))
     emit("done", label="interleaved rounds", summary=f"{outcome.rounds} rounds, "

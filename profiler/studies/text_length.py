@@ -124,9 +124,10 @@ class TextLengthStudy(Study):
         shortest, longest = rates[label(lengths[0])], rates[label(lengths[-1])]
         slowdown = paired_ratio(longest, shortest) if len(lengths) > 1 else None
         batch = ctx.settings.length_batch_size
-        # Scalene's view of the longest texts: where long inputs go
+        # Scalene's view of the longest texts: where long inputs go (two batches; --quick: one)
+        views = 1 if ctx.settings.quick else 2
         ctx.profiling.view(lambda: ctx.model.encode(
-            texts_of_length(ctx.texts, max(lengths), 2 * batch), batch_size=batch))
+            texts_of_length(ctx.texts, max(lengths), views * batch), batch_size=batch))
         return TextLengthResult(
             batch_size=batch, max_seq_length=ctx.info.max_seq_length, points=points,
             rounds=outcome, correlation=correlations([float(n) for n in lengths], medians),
