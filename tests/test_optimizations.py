@@ -121,6 +121,11 @@ def test_baseline_and_bf16_rows(tiny_model: Path, monkeypatch: pytest.MonkeyPatc
     assert result["batch_sizes"] == [2, 8, 32] and result["search_texts"] == 16
     rows = {e["name"]: e for e in result["experiments"]}
     assert list(rows) == ["fp32", "fp32_default", "bf16", "max_seq_128", "max_seq_64"]
+    # a size's search sample lasts as long as a round's share would with every configuration
+    # asked for and fp32's twin (6); the rounds' shares, with those timed and the twin
+    timed = sum(row["status"] == "measured" for row in rows.values()) + 1
+    assert result["search_s"] == pytest.approx(1.5 * TIMING.budget_s / (2 * 3 * 6))
+    assert result["rounds"]["share_s"] == pytest.approx(1.5 * TIMING.budget_s / (2 * 3 * timed))
     base, bf16 = rows["fp32"], rows["bf16"]
     assert base["status"] == "measured" and base["speedup"] == 1.0
     # every row was timed in the same rounds as fp32 and its A/A twin
@@ -385,3 +390,33 @@ def test_quick_and_full_agree_on_the_best_configuration(
     assert low <= found[True]["speedup"] * 1.02 and found[True]["speedup"] <= high * 1.02
     assert quick_low < 1.5 and all(1.3 < found[q]["speedup"] < 1.6 for q in found)  # per-call
     # costs beside the planted sleeps keep the measured gain a little under 1.5
+
+
+def test_each_size_of_the_search_is_sampled_for_about_a_rounds_share(
+        tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a fake clock where a text costs 10 ms: each size's sample lasts about `search_s`, in
+    whole batches, at least one and at most `search_texts` texts."""
+    from profiler.studies.optimizations import search_batch_size
+
+    clock = [0.0]
+    monkeypatch.setattr("time.perf_counter", lambda: clock[0])
+    encoded: list[tuple[int, int]] = []
+
+    def encode(texts: list[str], batch_size: int) -> None:
+        encoded.append((len(texts), batch_size))
+        clock[0] += 0.01 * len(texts)
+
+    ctx = _context(tiny_model, batch_sizes=(2, 4, 8))
+    bench = make_bench(ctx, {})
+    bench.search_texts, bench.search_s = 20, 0.06
+    found = search_batch_size(ctx, encode, bench, None)
+    assert set(found) == {2, 4, 8, 32}  # the default size is always searched
+    assert found == pytest.approx({size: 100.0 for size in found}, rel=0.2)
+
+    # after the warm-up call, 0.06 s at 100 texts/s: 3 batches of 2, 2 of 4 (whole batches),
+    # then at least one batch of each larger size
+    assert encoded[1:7] == [(2, 2)] * 3 + [(4, 4)] * 2 + [(8, 8)]
+    assert len(encoded) == 8  # and one batch at 32
+    bench.search_s, encoded[:] = 1.0, []  # a longer share: capped at search_texts
+    search_batch_size(ctx, encode, bench, None)
+    assert encoded[1:11] == [(2, 2)] * 10  # 20 texts, not 100

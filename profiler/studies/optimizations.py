@@ -109,6 +109,7 @@ class OptimizationsResult(Record):
     cpu_flags: list[str]
     experiments: list[Experiment]
     round_texts: int | None = None
+    search_s: float | None = None  # seconds a size's search sample was sized to (None: texts)
     rounds: Outcome | None = None  # None: measured before interleaved rounds, or no baseline
     aa: AaCheck | None = None
     quality_criterion: Criterion | None = None  # None on reading a run from before recall@k
@@ -146,6 +147,7 @@ class Bench:
     base_search: dict[int, float] | None = None  # the baseline's texts/s per searched size
     max_cv: float = MAX_CV  # samples spread wider than this are too noisy to claim on
     min_samples: int = MIN_SAMPLES
+    search_s: float | None = None  # seconds each size's search sample is sized to (a round's)
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,9 @@ class OptimizationsStudy(Study):
         peaks = measure_peaks(ctx)
         bench = make_bench(ctx, {p.dtype: p.best_gflops for p in peaks})
         chosen = selected_variants(ctx)
+        running = [v for v in chosen if v.quick or not ctx.settings.quick]
+        bench.search_s = precision_of(ctx.settings.timing, OPTIMIZATIONS_BUDGET_SHARE).share_s(
+            len(running) + 1)  # as long as a round's share: the variants and fp32's twin
         rates: Rates = {}
         outcome: Outcome | None = None
         with ExitStack() as stack:
@@ -191,7 +196,8 @@ class OptimizationsStudy(Study):
         aa = aa_check(rates, BASELINE, ctx.settings.timing.precision) if rates else None
         return OptimizationsResult(
             workload=bench.workload, texts=len(bench.texts), batch_sizes=bench.sizes,
-            search_texts=bench.search_texts, default_batch_size=DEFAULT_BATCH_SIZE,
+            search_texts=bench.search_texts, search_s=bench.search_s,
+            default_batch_size=DEFAULT_BATCH_SIZE,
             round_texts=bench.round_texts, rounds=outcome, aa=aa,
             quality_texts=len(bench.quality_texts), baseline=BASELINE,
             quality_threshold=ctx.settings.quality_threshold,
@@ -345,18 +351,26 @@ def _keys(search: dict[int, float]) -> dict[str, float]:
 
 def search_batch_size(ctx: StudyContext, encode: Encode, bench: Bench,
                       fixed: int | None) -> dict[int, float]:
-    """Texts/s at each batch size on evenly spaced batches of the workload's own schedule."""
+    """Texts/s at each batch size on evenly spaced batches of the workload's own schedule.
+
+    Each size's sample is sized to take about `bench.search_s` at the last rate seen (the
+    warm-up's, then the previous size's): whole batches, at least one, at most `search_texts`.
+    """
     sizes = [fixed] if fixed else bench.sizes
+    started = time.perf_counter()
     encode(bench.texts[:sizes[0]], sizes[0])  # warm-up: first-call costs
+    rate = min(len(bench.texts), sizes[0]) / (time.perf_counter() - started)
     found: dict[int, float] = {}
     for size in sizes:
         schedule = schedule_for(bench.workload, bench.texts, size)
-        sample = sample_batches(schedule, bench.search_texts)
+        texts = bench.search_texts if bench.search_s is None else \
+            min(bench.search_texts, max(1, round(bench.search_s * rate)))
+        sample = sample_batches(schedule, texts)
         seconds = sum(run_schedule(encode, bench.texts, sample, ctx.device))
         # the sample's batches may be shorter or longer than the schedule's on average: scale
         # its time by padded tokens (what a batch costs) to the whole schedule
         scale = padded(schedule, bench.tokens) / padded(sample, bench.tokens)
-        found[size] = len(bench.texts) / (seconds * scale)
+        found[size] = rate = len(bench.texts) / (seconds * scale)
         emit("repeat", count=size, value=f"batch {size}: {found[size]:,.0f} texts/s (sample)")
         base = (bench.base_search or {}).get(size)
         if not fixed and len(found) == 1 and base and found[size] < PRUNE_BELOW / 2 * base:
