@@ -50,8 +50,9 @@ class Timing:
     calibration_texts: int = 300  # static int8's calibration: the corpus texts after those
     workload_repeats: int = 5  # interleaved rounds at least, in every comparison
     query_texts: int = 500     # single-text calls timed for the query workload
-    search_texts: int = 256    # texts each experiment's batch-size search encodes per size
-    round_texts: int = 128     # texts each contender encodes per round (whole batches)
+    search_texts: int = 256    # at most these texts per size in each experiment's search
+    round_texts: int = 128     # texts in a contender's warm-up share (whole batches); the
+    # rounds' shares are sized by time from it (profiler.measure.rounds.Precision.share_s)
     precision: float = 0.03    # rounds stop once every claim's 95% interval is within ±3% ...
     budget_s: float = 60.0     # ... or once a comparison has taken this long
     max_rounds: int = 200
