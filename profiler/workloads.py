@@ -14,7 +14,7 @@ and FLOPs are computed from it and the tokenizer's counts, exactly, without timi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -242,6 +242,19 @@ class Share:
         rounds fit the budget; a share still holds whole batches, at least one.
         """
         self.round_texts = max(1, round(seconds * rate))
+
+
+def align(shares: Iterable[Share]) -> None:
+    """Give shares of the same schedule the same size, the fewest texts any of them was fitted
+    to: contenders of the same batch size then run the same batches in every round, so their
+    paired ratio compares the same texts."""
+    groups: dict[tuple[tuple[int, ...], ...], list[Share]] = {}
+    for share in shares:
+        groups.setdefault(tuple(map(tuple, share.schedule)), []).append(share)
+    for group in groups.values():
+        least = min(share.round_texts for share in group)
+        for share in group:
+            share.round_texts = least
 
 
 def timed_encode(encode: Encode, texts: list[str], batch_size: int, device: str) -> float:

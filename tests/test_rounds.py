@@ -23,7 +23,7 @@ from profiler.measure.rounds import (
     run_rounds,
 )
 from profiler.measure.stats import speedup
-from profiler.workloads import Share, padded, round_share
+from profiler.workloads import Share, align, padded, round_share
 
 REF, TWIN, NOOP, FAST = "ref", "ref" + AA_SUFFIX, "noop", "fast"
 PLANTED = 1.10
@@ -480,3 +480,23 @@ def test_shares_are_sized_so_twice_the_minimum_rounds_fit_the_budget() -> None:
     assert outcome.share_s == pytest.approx(3.0)
     assert Outcome.from_dict({k: v for k, v in outcome.to_dict().items()
                               if k != "share_s"}).share_s is None  # a run from before
+
+
+def test_aligned_shares_of_one_schedule_run_the_same_batches_every_round() -> None:
+    """Two configurations at the same batch size, one twice as fast, fitted to different sizes:
+    aligned, both take the fewer texts, and each round both encode the same batches."""
+    fast, _ = _share(bulk=False)
+    slow, _ = _share(bulk=False)
+    other = Share(encode=FakeEncode(), texts=fast.texts, tokens=fast.tokens,
+                  schedule=_schedule(48, 8), bulk=False, batch_size=8, device="cpu",
+                  round_texts=12)
+    fast.fit(rate=200.0, seconds=0.1)
+    slow.fit(rate=100.0, seconds=0.1)
+    other.fit(rate=300.0, seconds=0.1)
+    align([fast, slow, other])
+    assert fast.round_texts == slow.round_texts == 10
+    assert other.round_texts == 30  # another schedule keeps its own size
+    for round_ in range(4):
+        fast(round_)
+        slow(round_)
+    assert fast.shares == slow.shares

@@ -40,6 +40,7 @@ from profiler.studies.batch_size import DEFAULT_BATCH_SIZE, measured_sizes
 from profiler.workloads import (
     Schedule,
     Share,
+    align,
     padded,
     padding_of,
     run_schedule,
@@ -302,6 +303,7 @@ def compare_variants(ctx: StudyContext, bench: Bench, ready: list[Prepared]
     share_s = precision.share_s(len(shares) + 1)
     for share in shares.values():  # warm each configuration's batch shapes, uncounted
         share.fit(share(-1), share_s)
+    align(shares.values())  # configurations at the same batch size: the same batches a round
     contenders: dict[str, Any] = dict(shares)  # and fp32's twin: the same shares, round by round
     contenders[BASELINE + AA_SUFFIX] = replace(shares[BASELINE], calls=None, shares=None)
     names = [name for name in contenders if name != BASELINE]
