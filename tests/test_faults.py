@@ -191,7 +191,8 @@ def test_a_second_build_refuses_and_a_dead_builds_lock_is_taken_over(
                         "--study", "leak")
     worker = wait_for_worker(first, "leak")
     data = tiny_project / "data"
-    before = snapshot(data, skip="")
+    (own,) = (data / "runs" / ".incomplete").iterdir()  # the first build's: it goes on writing
+    before = snapshot(data, skip=own.name)
     started = time.monotonic()
     second = subprocess.run([sys.executable, "-m", "profiler", "build", "--model",
                              str(tiny_model), "--study", "leak"], cwd=tiny_project,
@@ -201,7 +202,8 @@ def test_a_second_build_refuses_and_a_dead_builds_lock_is_taken_over(
     assert second.stderr.strip().startswith(
         f"error: another profiler command is using {tiny_project} (PID {first.pid}, "
         "`profiler build`, since "), second.stderr
-    assert snapshot(data, skip="") == before  # the second build wrote nothing
+    assert snapshot(data, skip=own.name) == before  # the second build wrote nothing ...
+    assert list((data / "runs" / ".incomplete").iterdir()) == [own]  # ... nor started a run
 
     os.killpg(first.pid, signal.SIGKILL)  # the first dies without cleaning up
     first.communicate(timeout=30)
