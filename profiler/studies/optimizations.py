@@ -178,7 +178,7 @@ class OptimizationsStudy(Study):
         peaks = measure_peaks(ctx)
         bench = make_bench(ctx, {p.dtype: p.best_gflops for p in peaks})
         chosen = selected_variants(ctx)
-        running = [v for v in chosen if v.quick or not ctx.settings.quick]
+        running = [v for v in chosen if runs_under(v, ctx.settings.quick)]
         bench.search_s = precision_of(ctx.settings.timing, OPTIMIZATIONS_BUDGET_SHARE).share_s(
             len(running) + 1)  # as long as a round's share: the variants and fp32's twin
         rates: Rates = {}
@@ -265,7 +265,7 @@ def prepare_variant(ctx: StudyContext, stack: ExitStack, variant: Variant, bench
 def _prepare(ctx: StudyContext, stack: ExitStack, variant: Variant,
              bench: Bench) -> Prepared | Experiment:
     base = _base(variant)
-    if ctx.settings.quick and not variant.quick:
+    if not runs_under(variant, ctx.settings.quick):
         return Experiment(**base, status="skipped", reason="not run under --quick")
     if (reason := same_as_baseline(variant, bench)):
         return Experiment(**base, status="skipped", reason=reason)
@@ -286,6 +286,11 @@ def _prepare(ctx: StudyContext, stack: ExitStack, variant: Variant,
         return Experiment(**base, status="skipped", reason=reason, workload=bench.workload,
                           batch_size=size, search_texts_per_s=_keys(search))
     return Prepared(variant, encode, size, search, setup_s, memory.increase_mb)
+
+
+def runs_under(variant: Variant, quick: bool) -> bool:
+    """Whether the variant is built and timed in this build (--quick runs only its own set)."""
+    return variant.quick or not quick
 
 
 def _no_baseline(variant: Variant) -> Experiment:
